@@ -1,0 +1,1 @@
+"""fusionrec: the nightly e-commerce recommendation pipeline's importable jobs package."""

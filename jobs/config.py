@@ -1,0 +1,130 @@
+"""One resolved configuration dict for a nightly run.
+
+Precedence (later wins): built-in defaults < JSON file named by FUSIONREC_CONFIG <
+environment variables < explicit overrides (the DAG run's params). The result is a plain,
+JSON-serialisable dict: every job logs it to MLflow and saves it beside its outputs.
+
+Embedded defaults keep all state in `<checkout>/.fusionrec/` (git-ignored). A cluster
+deployment changes only configuration: FUSIONREC_LAKE (e.g. an s3a:// or shared path),
+FUSIONREC_SPARK_MASTER, MLFLOW_TRACKING_URI and FUSIONREC_MLFLOW_ARTIFACTS.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+DEFAULTS: dict = {
+    "home": str(REPO_ROOT / ".fusionrec"),
+    "lake_root": None,  # default: <home>/lake
+    "scale": "small",  # synthetic data scale: tiny | small | large
+    "seed": 42,
+    "window_days": 14,  # nights of history the features and models see
+    "max_seq_len": 20,
+    "top_k": 20,
+    "spark": {
+        "master": "local[*]",
+        "app_name": "fusionrec",
+        "conf": {
+            "spark.sql.session.timeZone": "UTC",
+            "spark.sql.shuffle.partitions": "8",
+            "spark.sql.sources.partitionOverwriteMode": "dynamic",
+            "spark.driver.memory": "4g",
+            "spark.ui.enabled": "false",
+        },
+    },
+    "mlflow": {
+        "tracking_uri": None,  # default: sqlite:///<home>/mlflow/mlflow.db
+        "artifact_root": None,  # default: <home>/mlflow/artifacts
+        "experiment": "fusionrec-nightly",
+        "registered_model": "fusionrec-fused",
+        "primary_metric": "ndcg@20",
+    },
+    "clean": {
+        "max_future_skew_s": 300,  # events up to 5 minutes ahead of the day's end are clock skew
+        "max_price": 100000.0,
+        "double_click_s": 2,  # same user, item and event type within this gap = double click
+    },
+    "denoise": {
+        "bot_max_events_per_minute": 60,  # a user exceeding this in any minute is a bot
+        "collapse_consecutive_repeats": True,
+    },
+    "user_encoder": {
+        "embedding_dim": 64,
+        "hidden_dim": 64,
+        "epochs": 8,
+        "batch_size": 256,
+        "learning_rate": 0.003,
+        "patience": 2,
+    },
+    "item_encoder": {
+        "embedding_dim": 64,
+        "hidden_dim": 128,
+        "epochs": 8,
+        "batch_size": 256,
+        "learning_rate": 0.003,
+        "temperature": 0.1,
+        "patience": 2,
+    },
+    "fusion": {
+        "candidates_per_model": 50,
+        "rrf_k": 60,
+        "feature_fusion_epochs": 10,
+    },
+}
+
+# Environment variables that map onto config keys (dotted paths).
+ENV_KEYS = {
+    "FUSIONREC_HOME": "home",
+    "FUSIONREC_LAKE": "lake_root",
+    "FUSIONREC_SCALE": "scale",
+    "FUSIONREC_SPARK_MASTER": "spark.master",
+    "MLFLOW_TRACKING_URI": "mlflow.tracking_uri",
+    "FUSIONREC_MLFLOW_ARTIFACTS": "mlflow.artifact_root",
+}
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Return base updated recursively by override (neither is modified)."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def set_dotted(config: dict, dotted_key: str, value) -> None:
+    *parents, leaf = dotted_key.split(".")
+    node = config
+    for parent in parents:
+        node = node.setdefault(parent, {})
+    node[leaf] = value
+
+
+def resolve_config(overrides: dict | None = None, environ: dict | None = None) -> dict:
+    """Resolve defaults, file, environment and overrides into one dict with no None paths."""
+    environ = os.environ if environ is None else environ
+    config = copy.deepcopy(DEFAULTS)
+    config_file = environ.get("FUSIONREC_CONFIG")
+    if config_file:
+        try:
+            config = deep_merge(config, json.loads(Path(config_file).read_text()))
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"FUSIONREC_CONFIG={config_file} is not a readable JSON file: {error}")
+    for env_name, dotted_key in ENV_KEYS.items():
+        if environ.get(env_name):
+            set_dotted(config, dotted_key, environ[env_name])
+    if overrides:
+        config = deep_merge(config, overrides)
+    home = config["home"]
+    config["lake_root"] = config["lake_root"] or str(Path(home) / "lake")
+    mlflow_config = config["mlflow"]
+    mlflow_config["tracking_uri"] = mlflow_config["tracking_uri"] or f"sqlite:///{Path(home) / 'mlflow' / 'mlflow.db'}"
+    mlflow_config["artifact_root"] = mlflow_config["artifact_root"] or str(Path(home) / "mlflow" / "artifacts")
+    return config

@@ -1,0 +1,1 @@
+"""Keras model definitions (no training loops here: see jobs/train_*.py)."""

@@ -1,0 +1,96 @@
+"""The feature contract: every column name, id convention and feature list, defined once.
+
+Spark jobs (jobs/clean.py, jobs/denoise.py, jobs/normalize.py) and TensorFlow code
+(jobs/features.py, jobs/models/*, jobs/train_*.py) both import from here, so a renamed
+column breaks loudly in one place instead of silently in two.
+
+Id conventions (shared by every model):
+- Index 0 is reserved in every integer vocabulary (items, categories, brands, price
+  buckets, title tokens, event types): it means padding or out-of-vocabulary.
+- Item indices run 1..n_items over the day's catalog; score matrices therefore have
+  n_items + 1 columns and column 0 is never a valid recommendation.
+"""
+
+# --- Raw events as landed by the tracking system (gzip JSON lines) -------------------
+EVENT_ID = "event_id"
+EVENT_TIME = "event_time"  # ISO-8601 string in raw JSON, Spark timestamp after clean
+EVENT_TYPE = "event_type"
+USER_ID = "user_id"
+SESSION_ID = "session_id"
+ITEM_ID = "item_id"  # null for search events
+QUERY = "query"  # search text; null for item events
+PRICE = "price"  # price seen by the user; null for search events
+
+RAW_EVENT_FIELDS = (EVENT_ID, EVENT_TIME, EVENT_TYPE, USER_ID, SESSION_ID, ITEM_ID, QUERY, PRICE)
+
+# Event types in a fixed order: event_type_idx = position + 1 (0 = padding).
+VIEW, CLICK, ADD_TO_CART, PURCHASE, SEARCH = "view", "click", "add_to_cart", "purchase", "search"
+EVENT_TYPES = (VIEW, CLICK, ADD_TO_CART, PURCHASE, SEARCH)
+ITEM_EVENT_TYPES = (VIEW, CLICK, ADD_TO_CART, PURCHASE)  # events that carry an item
+EVENT_TYPE_INDEX = {name: i + 1 for i, name in enumerate(EVENT_TYPES)}
+N_EVENT_TYPES = len(EVENT_TYPES) + 1  # including padding 0
+
+# --- Catalog as landed (gzip JSON lines, one snapshot per day) ------------------------
+CATEGORY = "category"
+BRAND = "brand"
+TITLE = "title"
+CATALOG_FIELDS = (ITEM_ID, CATEGORY, BRAND, PRICE, TITLE)
+
+# --- Lake columns added by the pipeline ----------------------------------------------
+DT = "dt"  # partition column: the logical date, 'YYYY-MM-DD'
+REASON = "reason"  # quarantine: why the row was removed (one of the codes below)
+STAGE = "stage"  # quarantine: which job removed it ('clean' or 'denoise')
+RECORD = "record"  # quarantine: the original row as a JSON string (or the raw line)
+
+# Quarantine reason codes. Every removed row carries exactly one.
+REASON_MALFORMED = "malformed_json"
+REASON_MISSING_KEY = "missing_key"
+REASON_BAD_TIMESTAMP = "bad_timestamp"
+REASON_FUTURE_TIMESTAMP = "future_timestamp"
+REASON_WRONG_DAY = "outside_partition_day"
+REASON_BAD_PRICE = "bad_price"
+REASON_UNKNOWN_EVENT_TYPE = "unknown_event_type"
+REASON_UNKNOWN_ITEM = "unknown_item"
+REASON_DUPLICATE = "exact_duplicate"
+REASON_DOUBLE_CLICK = "double_click"
+REASON_BOT = "bot_user"
+REASON_CONSECUTIVE_REPEAT = "consecutive_repeat"
+
+# --- Features written by normalize (the input of every model) -------------------------
+ITEM_IDX = "item_idx"
+CATEGORY_IDX = "category_idx"
+BRAND_IDX = "brand_idx"
+PRICE_BUCKET = "price_bucket"  # 1..N_PRICE_BUCKETS (quantiles of catalog price), 0 unknown
+PRICE_Z = "price_z"  # standardized log1p(price), statistics from the catalog
+TITLE_TOKENS = "title_tokens"  # array<int>: token ids 1..n_title_tokens, no padding
+POPULARITY = "popularity"  # item-event count on training days only (no leakage)
+EVENT_TYPE_IDX = "event_type_idx"
+TIMESTAMPS = "ts"  # array<long>: epoch seconds
+SPLIT = "split"  # array<int>: per event, one of the split codes below
+
+N_PRICE_BUCKETS = 10
+SPLIT_TRAIN, SPLIT_VALID, SPLIT_TEST = 0, 1, 2
+SPLIT_NAMES = {SPLIT_TRAIN: "train", SPLIT_VALID: "valid", SPLIT_TEST: "test"}
+
+# features/items/dt=D: one row per catalog item.
+ITEM_FEATURE_COLUMNS = (ITEM_IDX, ITEM_ID, CATEGORY_IDX, BRAND_IDX, PRICE_BUCKET, PRICE_Z,
+                        TITLE_TOKENS, POPULARITY)
+# features/sequences/dt=D: one row per user, parallel arrays sorted by time (item events only).
+SEQUENCE_COLUMNS = (USER_ID, ITEM_IDX, EVENT_TYPE_IDX, TIMESTAMPS, SPLIT)
+
+# --- Lake datasets (relative to the lake root; every one is partitioned by dt) ---------
+LANDING_EVENTS = "landing/events"
+LANDING_CATALOG = "landing/catalog"
+RAW_EVENTS = "raw/events"
+RAW_CATALOG = "raw/catalog"
+CLEAN_EVENTS = "clean/events"
+QUARANTINE_EVENTS = "quarantine/events"  # further partitioned by stage=
+DENOISED_EVENTS = "denoised/events"
+FEATURE_ITEMS = "features/items"
+FEATURE_SEQUENCES = "features/sequences"
+FEATURE_META = "features/meta"  # meta.json: vocabulary sizes and the split dates
+MODEL_USER_ENCODER = "models/user_encoder"
+MODEL_ITEM_ENCODER = "models/item_encoder"
+MODEL_FUSION = "models/fusion"
+REPORTS = "reports"
+RECOMMENDATIONS = "recommendations"

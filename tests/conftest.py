@@ -1,0 +1,40 @@
+"""Test-wide setup: every test's state lives in a temporary FUSIONREC_HOME / AIRFLOW_HOME.
+
+AIRFLOW_HOME must be set before Airflow is first imported, hence at conftest import time.
+"""
+
+import logging
+import os
+import tempfile
+
+_SESSION_HOME = tempfile.mkdtemp(prefix="fusionrec-test-")
+os.environ["FUSIONREC_HOME"] = _SESSION_HOME
+os.environ["AIRFLOW_HOME"] = os.path.join(_SESSION_HOME, "airflow")
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = os.path.join(os.path.dirname(os.path.dirname(__file__)), "dags")
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+logging.getLogger("py4j").setLevel(logging.WARNING)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local[2] SparkSession for the whole test session (start-up costs ~7 s)."""
+    from jobs.config import resolve_config
+    from jobs.spark import get_spark
+
+    config = resolve_config({"spark": {"master": "local[2]", "conf": {"spark.sql.shuffle.partitions": "2"}}})
+    session = get_spark(config)
+    yield session
+    session.stop()
+
+
+@pytest.fixture()
+def tmp_config(tmp_path):
+    """A resolved config whose lake and MLflow store live in a fresh temporary folder."""
+    from jobs.config import resolve_config
+
+    return resolve_config({"home": str(tmp_path), "scale": "tiny",
+                           "spark": {"master": "local[2]", "conf": {"spark.sql.shuffle.partitions": "2"}}})
