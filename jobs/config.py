@@ -128,3 +128,27 @@ def resolve_config(overrides: dict | None = None, environ: dict | None = None) -
     mlflow_config["tracking_uri"] = mlflow_config["tracking_uri"] or f"sqlite:///{Path(home) / 'mlflow' / 'mlflow.db'}"
     mlflow_config["artifact_root"] = mlflow_config["artifact_root"] or str(Path(home) / "mlflow" / "artifacts")
     return config
+
+
+# DAG run params (what a user sets in the Airflow "Trigger" form) → config keys. A param
+# left at None keeps the configured value; `config_overrides` takes any nested dict.
+PARAM_KEYS = {
+    "window_days": "window_days",
+    "top_k": "top_k",
+    "user_encoder_epochs": "user_encoder.epochs",
+    "item_encoder_epochs": "item_encoder.epochs",
+    "spark_master": "spark.master",
+}
+
+
+def overrides_from_params(params: dict | None) -> dict:
+    """Turn a DAG run's params into config overrides for resolve_config."""
+    params = params or {}
+    overrides: dict = {}
+    for param_name, dotted_key in PARAM_KEYS.items():
+        if params.get(param_name) is not None:
+            set_dotted(overrides, dotted_key, params[param_name])
+    extra = params.get("config_overrides") or {}
+    if not isinstance(extra, dict):
+        raise ValueError(f"param config_overrides must be a JSON object, got {type(extra).__name__}")
+    return deep_merge(overrides, extra)

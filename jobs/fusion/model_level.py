@@ -1,0 +1,129 @@
+"""Model-level fusion: a stacked meta-ranker that re-scores the base models' candidates.
+
+For each (example, candidate) pair the features are, per base model, its score z-scored
+within the example and 1 / (position in its top-C list) (0 when it did not list the item),
+plus log(1 + training-day popularity). A logistic regression learns P(candidate is the
+next item) on the valid day, where the base encoders are out-of-sample. It is linear, so
+it is saved as plain numbers (JSON) and can be read off: a large weight on a model's
+features means the meta-ranker trusts that model.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from jobs.evaluation import Scorer
+from jobs.fusion import Candidates, build_candidates, read_fuser, scatter_to_catalog, select_scorers, write_fuser
+
+DEFAULT_MAX_TRAIN_EXAMPLES = 20000  # ~3M candidate rows at C=50: plenty for a handful of weights
+
+
+class StackingRanker:
+    """Logistic-regression meta-ranker over the union of the base models' top-C lists."""
+
+    name = "fusion_stacking"
+
+    def __init__(self, base_scorers: Sequence[Scorer], popularity: np.ndarray, candidates_per_model: int = 50,
+                 coefficients: Sequence[float] | None = None, intercept: float = 0.0,
+                 max_train_examples: int = DEFAULT_MAX_TRAIN_EXAMPLES, seed: int = 42):
+        if not base_scorers:
+            raise ValueError("fusion_stacking needs at least one base model")
+        self.base_scorers = list(base_scorers)
+        self.base_names = [scorer.name for scorer in self.base_scorers]
+        self.log_popularity = np.log1p(np.maximum(np.asarray(popularity, dtype=np.float64), 0.0))
+        self.candidates_per_model = int(candidates_per_model)
+        self.coefficients = None if coefficients is None else np.asarray(coefficients, dtype=np.float64)
+        self.intercept = float(intercept)
+        self.max_train_examples = int(max_train_examples)
+        self.seed = seed
+        if self.coefficients is not None and self.coefficients.shape != (len(self.feature_names),):
+            raise ValueError(f"fusion_stacking expects {len(self.feature_names)} coefficients "
+                             f"({self.feature_names}), got {self.coefficients.shape}")
+
+    @property
+    def feature_names(self) -> list[str]:
+        return ([f"{name}.z_score" for name in self.base_names]
+                + [f"{name}.reciprocal_rank" for name in self.base_names] + ["log_popularity"])
+
+    @property
+    def coefficient_by_feature(self) -> dict[str, float]:
+        return dict(zip(self.feature_names, self.coefficients.tolist()))
+
+    def fit(self, examples, batch_size: int = 512) -> dict:
+        """Fit the meta-ranker on examples (the valid day); returns its coefficients and row counts."""
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.preprocessing import StandardScaler
+
+        rows = self._training_rows(len(examples.targets))
+        candidates = build_candidates(self.base_scorers, examples.items[rows], examples.types[rows],
+                                      self.candidates_per_model, batch_size)
+        features, labels = self._labelled_rows(candidates, examples.targets[rows])
+        # Standardise so the L2 penalty treats features alike, then fold the scaling into
+        # the weights: the saved model is one linear function of the raw features.
+        scaler = StandardScaler().fit(features)
+        regression = LogisticRegression(C=1.0, max_iter=1000).fit(scaler.transform(features), labels)
+        self.coefficients = regression.coef_[0] / scaler.scale_
+        self.intercept = float(regression.intercept_[0] - np.sum(self.coefficients * scaler.mean_))
+        return {"coefficients": self.coefficient_by_feature, "intercept": self.intercept,
+                "n_candidate_rows": int(len(labels)), "n_targets_in_candidates": int(labels.sum()),
+                "n_examples": int(len(rows))}
+
+    def score(self, items: np.ndarray, types: np.ndarray) -> np.ndarray:
+        """P(next item) for the candidates, -inf for every other item, [n, n_items + 1]."""
+        if self.coefficients is None:
+            raise RuntimeError("fusion_stacking must be fitted (or loaded) before scoring")
+        candidates = build_candidates(self.base_scorers, items, types, self.candidates_per_model)
+        logits = self.candidate_features(candidates) @ self.coefficients + self.intercept
+        probabilities = np.exp(-np.logaddexp(0.0, -logits))  # sigmoid without overflow
+        return scatter_to_catalog(candidates, probabilities)
+
+    def candidate_features(self, candidates: Candidates) -> np.ndarray:
+        """Features [n, S, 2M + 1] in the order of feature_names."""
+        if len(self.log_popularity) != candidates.n_items + 1:
+            raise ValueError(f"fusion_stacking popularity covers {len(self.log_popularity) - 1} items but the "
+                             f"base models score {candidates.n_items}")
+        ranks = candidates.ranks.astype(np.float64)
+        reciprocal_ranks = np.where(ranks > 0, 1.0 / np.maximum(ranks, 1.0), 0.0)
+        log_popularity = self.log_popularity[candidates.items][:, :, None]
+        return np.concatenate([candidates.standardized_scores.astype(np.float64), reciprocal_ranks,
+                               log_popularity], axis=2)
+
+    def save(self, directory: str) -> None:
+        if self.coefficients is None:
+            raise RuntimeError("fusion_stacking must be fitted before saving")
+        write_fuser(directory, {"name": self.name, "level": "model", "base_models": self.base_names,
+                                "candidates_per_model": self.candidates_per_model,
+                                "features": self.feature_names, "coefficients": self.coefficients.tolist(),
+                                "intercept": self.intercept},
+                    {"log_popularity": self.log_popularity})
+
+    @classmethod
+    def load(cls, directory: str, base_scorers: Mapping[str, Scorer]) -> "StackingRanker":
+        description, arrays = read_fuser(directory, cls.name)
+        if "log_popularity" not in arrays:
+            raise ValueError(f"{directory} lacks the log_popularity array of fusion_stacking")
+        scorers = select_scorers(base_scorers, description["base_models"], cls.name)
+        return cls(scorers, np.expm1(arrays["log_popularity"]), description["candidates_per_model"],
+                   description["coefficients"], description["intercept"])
+
+    def _training_rows(self, n_examples: int) -> np.ndarray:
+        """All example indices, or a seeded random subset of max_train_examples of them."""
+        if n_examples == 0:
+            raise ValueError("fusion_stacking cannot be fitted on zero examples")
+        if n_examples <= self.max_train_examples:
+            return np.arange(n_examples)
+        rng = np.random.default_rng(self.seed)
+        return np.sort(rng.choice(n_examples, self.max_train_examples, replace=False))
+
+    def _labelled_rows(self, candidates: Candidates, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One row per filled candidate slot; label 1 when the candidate is the example's target."""
+        filled = candidates.filled
+        features = self.candidate_features(candidates)[filled]
+        labels = (candidates.items == targets[:, None])[filled].astype(np.int64)
+        if labels.sum() == 0 or labels.all():
+            raise ValueError(f"fusion_stacking needs both hits and misses among the candidates; the targets were "
+                             f"among the candidates in {labels.sum()} of {len(labels)} rows "
+                             f"(raise fusion.candidates_per_model?)")
+        return features, labels

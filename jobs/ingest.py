@@ -1,0 +1,54 @@
+"""Ingest: copy the landed raw files of the night (and any missing history) into the lake.
+
+The tracking system drops gzip JSON-lines files into landing/events/dt=D/ and a catalog
+snapshot into landing/catalog/dt=D/. Ingest copies them into raw/ (the immutable bronze
+layer the Spark jobs read) and decides which dates tonight's ETL must (re)process:
+the logical date always, plus any date of the trailing window that has landed data but
+no denoised partition yet (first run, or a gap after an outage). Each date's partition is
+replaced atomically, so re-running a date changes nothing else.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from jobs import schema
+from jobs.lake import days_back, partition_path, replace_partition
+
+
+def dates_to_process(config: dict, ds: str) -> list[str]:
+    """The logical date plus trailing-window dates that landed but were never denoised."""
+    dates = []
+    for day in days_back(ds, config["window_days"]):
+        landed = Path(partition_path(config, schema.LANDING_EVENTS, day)).is_dir()
+        processed = Path(partition_path(config, schema.DENOISED_EVENTS, day)).is_dir()
+        if day == ds or (landed and not processed):
+            dates.append(day)
+    return dates
+
+
+def copy_partition(config: dict, source_dataset: str, target_dataset: str, day: str, pattern: str) -> dict:
+    """Copy one date's landed files into the lake; return what was copied."""
+    source = Path(partition_path(config, source_dataset, day))
+    files = sorted(source.glob(pattern)) if source.is_dir() else []
+    if not files:
+        raise FileNotFoundError(
+            f"no landed files matching {pattern} for {day} in {source}: "
+            f"has the tracking export for that day arrived? (make demo generates one)")
+    with replace_partition(partition_path(config, target_dataset, day)) as staging:
+        for file in files:
+            shutil.copy2(file, Path(staging) / file.name)
+    return {"files": len(files), "bytes": sum(f.stat().st_size for f in files)}
+
+
+def main(config: dict, ds: str) -> dict:
+    dates = dates_to_process(config, ds)
+    copied = {}
+    for day in dates:
+        events = copy_partition(config, schema.LANDING_EVENTS, schema.RAW_EVENTS, day, "*.jsonl.gz")
+        catalog = copy_partition(config, schema.LANDING_CATALOG, schema.RAW_CATALOG, day, "*.jsonl.gz")
+        copied[day] = {"event_files": events["files"], "event_bytes": events["bytes"],
+                       "catalog_files": catalog["files"]}
+    print(f"ingest {ds}: {len(dates)} date(s) to process: {', '.join(dates)}")
+    return {"dates": dates, "copied": copied}
