@@ -47,6 +47,12 @@ def existing_partitions(config: dict, dataset: str) -> list[str]:
     return sorted(p.name[3:] for p in root.iterdir() if p.is_dir() and p.name.startswith("dt="))
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 @contextlib.contextmanager
 def replace_partition(final_dir: str):
     """Yield a fresh temporary directory; on success it atomically becomes final_dir.
@@ -56,6 +62,7 @@ def replace_partition(final_dir: str):
     final = Path(final_dir)
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.staging-", dir=final.parent))
+    staging.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; a shared lake needs normal modes
     try:
         yield str(staging)
     except BaseException:
