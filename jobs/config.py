@@ -73,7 +73,16 @@ DEFAULTS: dict = {
     "fusion": {
         "candidates_per_model": 50,
         "rrf_k": 60,
+        "rrf_grid_steps": 10,
+        "feature_fusion_dim": 32,
         "feature_fusion_epochs": 10,
+        "feature_fusion_batch_size": 256,
+        "feature_fusion_learning_rate": 0.01,
+        "stacking_max_train_examples": 20000,
+        "holdout_fraction": 0.2,  # valid-day users held out to choose the served fusion variant
+    },
+    "evaluation": {
+        "ks": [20],  # cutoffs reported; the primary metric's is always added
     },
 }
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from jobs import schema
 from jobs.config import REPO_ROOT
+from jobs.evaluation import mlflow_metric_key
 from jobs.lake import partition_path
 from jobs.serving import TYPE_NAMES, FusedRecommenderModel, model_signature, write_serving_settings
 
@@ -117,9 +118,9 @@ def main(config: dict, ds: str) -> dict:
         alias = CHAMPION if promoted else CHALLENGER
         client.set_registered_model_alias(name, alias, version)
         _describe(client, name, version, ds, variant, primary, challenger, champion, champion_version)
-        mlflow.log_metrics({f"challenger.{key}": value for key, value in challenger.items()})
+        mlflow.log_metrics({mlflow_metric_key("challenger", key): value for key, value in challenger.items()})
         if champion:
-            mlflow.log_metrics({f"champion.{key}": value for key, value in champion.items()})
+            mlflow.log_metrics({mlflow_metric_key("champion", key): value for key, value in champion.items()})
         mlflow.set_tags({"registered_version": version, "alias": alias, "variant": variant})
     decision = (f"v{version} ({variant}) {primary}={challenger[primary]:.4f} vs "
                 + (f"champion v{champion_version} {champion[primary]:.4f}" if champion else "no champion")
@@ -141,7 +142,7 @@ def _current_champion(client, name: str) -> str | None:
 
 def _describe(client, name, version, ds, variant, primary, challenger, champion, champion_version):
     for key, value in challenger.items():
-        client.set_model_version_tag(name, version, f"holdout.{key}", f"{value:.6f}")
+        client.set_model_version_tag(name, version, mlflow_metric_key("holdout", key), f"{value:.6f}")
     lines = [f"Fused recommender trained for {ds}; serving variant {variant}.",
              f"Holdout {primary}: {challenger[primary]:.4f}."]
     if champion is not None:

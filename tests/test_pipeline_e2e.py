@@ -142,6 +142,8 @@ def test_each_training_and_evaluation_stage_logged_an_mlflow_run_with_metrics(pi
 def test_first_version_is_champion_and_the_rerun_is_gated_against_it(pipeline):
     from mlflow import MlflowClient
 
+    from jobs.evaluation import mlflow_metric_key
+
     config = pipeline["config"]
     name, primary = config["mlflow"]["registered_model"], config["mlflow"]["primary_metric"]
     client = MlflowClient()
@@ -149,7 +151,8 @@ def test_first_version_is_champion_and_the_rerun_is_gated_against_it(pipeline):
     assert sorted(versions) == [1, 2]
     # v2 (the re-run) was scored against v1 on the same holdout: it may only take the
     # champion alias by being strictly better; otherwise it waits as challenger.
-    v1, v2 = (float(versions[v].tags[f"holdout.{primary}"]) for v in (1, 2))
+    tag = mlflow_metric_key("holdout", primary)
+    v1, v2 = (float(versions[v].tags[tag]) for v in (1, 2))
     champion = int(client.get_model_version_by_alias(name, "champion").version)
     if v2 > v1:
         assert champion == 2

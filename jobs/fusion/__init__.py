@@ -47,9 +47,6 @@ class Candidates:
     def filled(self) -> np.ndarray:
         return self.items > 0
 
-    def take(self, rows: np.ndarray) -> "Candidates":
-        return Candidates(self.items[rows], self.ranks[rows], self.standardized_scores[rows], self.n_items)
-
 
 def build_candidates(base_scorers: Sequence[Scorer], items: np.ndarray, types: np.ndarray,
                      per_model: int, batch_size: int = 512) -> Candidates:
@@ -94,6 +91,9 @@ def candidate_target_ranks(candidates: Candidates, slot_scores: np.ndarray, targ
     at least as much; a target outside the candidates ties every other -inf item and so
     ranks last (n_items).
     """
+    # float32, as scatter_to_catalog stores them: scores that differ only beyond float32
+    # precision tie in served scores, so they must tie here too.
+    slot_scores = np.asarray(slot_scores, dtype=np.float32)
     filled = candidates.filled
     is_target = filled & (candidates.items == np.asarray(targets)[:, None])
     found = is_target.any(axis=1)

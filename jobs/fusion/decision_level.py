@@ -18,6 +18,8 @@ from jobs.evaluation import PRIMARY_METRIC, Scorer, parse_metric, ranking_metric
 from jobs.fusion import (Candidates, build_candidates, candidate_target_ranks, read_fuser, scatter_to_catalog,
                          select_scorers, write_fuser)
 
+RRF_NAME = "fusion_rrf"
+VOTE_NAME = "fusion_vote"
 DEFAULT_GRID_STEPS = 10  # weights in multiples of 0.1: 66 points for three models
 
 
@@ -25,7 +27,7 @@ class RankFusion:
     """Weighted RRF over base scorers; equal weights until fit() picks better ones."""
 
     def __init__(self, base_scorers: Sequence[Scorer], candidates_per_model: int = 50, rrf_k: float = 60,
-                 weights: Sequence[float] | None = None, name: str = "fusion_rrf"):
+                 weights: Sequence[float] | None = None, name: str = RRF_NAME):
         if not base_scorers:
             raise ValueError(f"{name} needs at least one base model")
         if rrf_k < 0:
@@ -68,7 +70,7 @@ class RankFusion:
                                 "candidates_per_model": self.candidates_per_model})
 
     @classmethod
-    def load(cls, directory: str, base_scorers: Mapping[str, Scorer], name: str = "fusion_rrf") -> "RankFusion":
+    def load(cls, directory: str, base_scorers: Mapping[str, Scorer], name: str = RRF_NAME) -> "RankFusion":
         description, _ = read_fuser(directory, name)
         scorers = select_scorers(base_scorers, description["base_models"], name)
         return cls(scorers, description["candidates_per_model"], description["rrf_k"], description["weights"], name)
@@ -82,7 +84,7 @@ class RankFusion:
 def equal_weight_vote(base_scorers: Sequence[Scorer], candidates_per_model: int = 50,
                       rrf_k: float = 60) -> RankFusion:
     """Plain voting: RRF with every model's vote worth the same, nothing learned."""
-    return RankFusion(base_scorers, candidates_per_model, rrf_k, name="fusion_vote")
+    return RankFusion(base_scorers, candidates_per_model, rrf_k, name=VOTE_NAME)
 
 
 def rrf_slot_scores(candidates: Candidates, weights: np.ndarray, rrf_k: float) -> np.ndarray:
@@ -115,4 +117,6 @@ def _check_weights(weights, n_models: int) -> np.ndarray:
     weights = np.asarray(weights, dtype=np.float64)
     if weights.shape != (n_models,) or (weights < 0).any() or weights.sum() <= 0:
         raise ValueError(f"RRF weights must be {n_models} non-negative numbers, not all zero; got {weights.tolist()}")
-    return weights / weights.sum()
+    # Weights already summing to 1 (up to rounding) are kept bit for bit, so a saved and
+    # reloaded fuser scores exactly as the fitted one.
+    return weights if np.isclose(weights.sum(), 1.0) else weights / weights.sum()

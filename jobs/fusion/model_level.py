@@ -32,7 +32,10 @@ class StackingRanker:
             raise ValueError("fusion_stacking needs at least one base model")
         self.base_scorers = list(base_scorers)
         self.base_names = [scorer.name for scorer in self.base_scorers]
-        self.log_popularity = np.log1p(np.maximum(np.asarray(popularity, dtype=np.float64), 0.0))
+        self.popularity = np.asarray(popularity, dtype=np.float64)
+        if self.popularity.ndim != 1 or (self.popularity < 0).any():
+            raise ValueError("fusion_stacking popularity must be a vector [n_items + 1] of non-negative counts")
+        self.log_popularity = np.log1p(self.popularity)
         self.candidates_per_model = int(candidates_per_model)
         self.coefficients = None if coefficients is None else np.asarray(coefficients, dtype=np.float64)
         self.intercept = float(intercept)
@@ -97,15 +100,15 @@ class StackingRanker:
                                 "candidates_per_model": self.candidates_per_model,
                                 "features": self.feature_names, "coefficients": self.coefficients.tolist(),
                                 "intercept": self.intercept},
-                    {"log_popularity": self.log_popularity})
+                    {"popularity": self.popularity})
 
     @classmethod
     def load(cls, directory: str, base_scorers: Mapping[str, Scorer]) -> "StackingRanker":
         description, arrays = read_fuser(directory, cls.name)
-        if "log_popularity" not in arrays:
-            raise ValueError(f"{directory} lacks the log_popularity array of fusion_stacking")
+        if "popularity" not in arrays:
+            raise ValueError(f"{directory} lacks the popularity array of fusion_stacking")
         scorers = select_scorers(base_scorers, description["base_models"], cls.name)
-        return cls(scorers, np.expm1(arrays["log_popularity"]), description["candidates_per_model"],
+        return cls(scorers, arrays["popularity"], description["candidates_per_model"],
                    description["coefficients"], description["intercept"])
 
     def _training_rows(self, n_examples: int) -> np.ndarray:
