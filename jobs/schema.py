@@ -42,6 +42,10 @@ REASON = "reason"  # quarantine: why the row was removed (one of the codes below
 STAGE = "stage"  # quarantine: which job removed it ('clean' or 'denoise')
 RECORD = "record"  # quarantine: the original row as a JSON string (or the raw line)
 
+# Columns of clean/events and denoised/events (plus the dt partition column).
+CLEAN_COLUMNS = (EVENT_ID, EVENT_TIME, EVENT_TYPE, USER_ID, SESSION_ID, ITEM_ID, QUERY, PRICE)
+QUARANTINE_COLUMNS = (STAGE, REASON, RECORD, DT)
+
 # Quarantine reason codes. Every removed row carries exactly one.
 REASON_MALFORMED = "malformed_json"
 REASON_MISSING_KEY = "missing_key"
