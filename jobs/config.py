@@ -35,6 +35,7 @@ DEFAULTS: dict = {
             "spark.sql.sources.partitionOverwriteMode": "dynamic",
             "spark.driver.memory": "4g",
             "spark.ui.enabled": "false",
+            "spark.ui.showConsoleProgress": "false",  # progress bars garble task logs
         },
     },
     "mlflow": {
@@ -69,6 +70,9 @@ DEFAULTS: dict = {
         "learning_rate": 0.003,
         "temperature": 0.1,
         "patience": 2,
+        "max_title_tokens": 16,
+        "recency_decay": 0.8,  # the scorer's weight of a history item k steps back: 0.8**k
+        "popularity_dropout": 0.2,  # share of training lookups that see popularity 0, as a new item does
     },
     "fusion": {
         "candidates_per_model": 50,

@@ -48,18 +48,13 @@ class EmbeddingScorer:
 
     def user_vectors(self, items: np.ndarray, types: np.ndarray) -> np.ndarray:
         """float32 [n, d], one vector per history row."""
-        _check_histories(items, types)
-        blocks = [self._encode_histories(items[start:start + self.batch_size], types[start:start + self.batch_size])
-                  for start in range(0, len(items), self.batch_size)]
-        if not blocks:
-            return np.zeros((0, self.item_vectors.shape[1]), dtype=np.float32)
-        return np.concatenate(blocks).astype(np.float32, copy=False)
+        blocks = [self._encode_batch(*batch) for batch in self._batches(items, types)]
+        return np.concatenate(blocks) if blocks else np.zeros((0, self.item_vectors.shape[1]), dtype=np.float32)
 
     def score_batches(self, items: np.ndarray, types: np.ndarray) -> Iterator[np.ndarray]:
         """Yield float32 [batch, n_items + 1] score blocks, in row order."""
-        for start in range(0, len(items), self.batch_size):
-            vectors = self.user_vectors(items[start:start + self.batch_size], types[start:start + self.batch_size])
-            scores = vectors @ self.item_vectors.T
+        for batch_items, batch_types in self._batches(items, types):
+            scores = self._encode_batch(batch_items, batch_types) @ self.item_vectors.T
             scores[:, 0] = -np.inf
             yield scores
 
@@ -73,6 +68,16 @@ class EmbeddingScorer:
         k = min(k, self.n_items)
         blocks = [top_k_indices(scores, k) for scores in self.score_batches(items, types)]
         return np.concatenate(blocks) if blocks else np.zeros((0, k), dtype=np.int64)
+
+    def _batches(self, items: np.ndarray, types: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        if items.ndim != 2 or items.shape != types.shape:
+            raise ValueError(f"items and types must be [n, L] arrays of the same shape, "
+                             f"got {items.shape} and {types.shape}")
+        for start in range(0, len(items), self.batch_size):
+            yield items[start:start + self.batch_size], types[start:start + self.batch_size]
+
+    def _encode_batch(self, items: np.ndarray, types: np.ndarray) -> np.ndarray:
+        return np.asarray(self._encode_histories(items, types), dtype=np.float32)
 
 
 def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
@@ -90,11 +95,6 @@ def recall_at_k(scorer: EmbeddingScorer, items: np.ndarray, types: np.ndarray, t
     return float(np.mean(np.any(top == np.asarray(targets)[:, None], axis=1)))
 
 
-def _check_histories(items: np.ndarray, types: np.ndarray) -> None:
-    if items.ndim != 2 or items.shape != types.shape:
-        raise ValueError(f"items and types must be [n, L] arrays of the same shape, got {items.shape} and {types.shape}")
-
-
 # --- The GRU user encoder ---------------------------------------------------------------
 
 def load_user_encoder_scorer(model_dir: str) -> EmbeddingScorer:
@@ -109,7 +109,7 @@ def user_encoder_scorer(encoder, item_table: np.ndarray) -> EmbeddingScorer:
     """Scorer around an in-memory Keras encoder (also used per epoch during training)."""
 
     def encode_histories(items: np.ndarray, types: np.ndarray) -> np.ndarray:
-        return np.asarray(encoder({"items": items, "types": types}, training=False))
+        return np.asarray(encoder([items, types], training=False))
 
     return EmbeddingScorer(USER_ENCODER, item_table, encode_histories)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from jobs.lake import partition_path
+from jobs.lake import partition_path, replace_partition
 from jobs.schema import (
     CATEGORY_IDX, BRAND_IDX, EVENT_TYPE_IDX, FEATURE_ITEMS, FEATURE_META, FEATURE_SEQUENCES,
     ITEM_FEATURE_COLUMNS, ITEM_IDX, POPULARITY, PRICE_BUCKET, PRICE_Z, SEQUENCE_COLUMNS, SPLIT,
@@ -58,13 +58,29 @@ class Examples:
 
 def load_features(config: dict, ds: str) -> Features:
     """Read features/{meta,items,sequences}/dt=<ds>; errors name the path that is wrong."""
+    items_dir = partition_path(config, FEATURE_ITEMS, ds)
+    sequences_dir = partition_path(config, FEATURE_SEQUENCES, ds)
     meta = _read_meta(os.path.join(partition_path(config, FEATURE_META, ds), META_FILE))
-    items = _read_parquet(partition_path(config, FEATURE_ITEMS, ds), ITEM_FEATURE_COLUMNS)
-    sequences = _read_parquet(partition_path(config, FEATURE_SEQUENCES, ds), SEQUENCE_COLUMNS)
-    items = items.sort_values(ITEM_IDX, ignore_index=True)
-    _check_items(items, meta, partition_path(config, FEATURE_ITEMS, ds))
-    _check_sequences(sequences, meta, partition_path(config, FEATURE_SEQUENCES, ds))
+    items = _read_parquet(items_dir, ITEM_FEATURE_COLUMNS).sort_values(ITEM_IDX, ignore_index=True)
+    sequences = _read_parquet(sequences_dir, SEQUENCE_COLUMNS)
+    _check_items(items, meta, items_dir)
+    _check_sequences(sequences, meta, sequences_dir)
     return Features(meta=meta, items=items, sequences=sequences)
+
+
+def write_features(config: dict, ds: str, meta: dict, items: pd.DataFrame, sequences: pd.DataFrame) -> None:
+    """Write a feature partition from pandas frames, in the layout load_features reads.
+
+    The nightly writer is the Spark normalize job; this is for test fixtures and small
+    local tools that need features without Spark.
+    """
+    for dataset, frame, columns in ((FEATURE_ITEMS, items, ITEM_FEATURE_COLUMNS),
+                                    (FEATURE_SEQUENCES, sequences, SEQUENCE_COLUMNS)):
+        with replace_partition(partition_path(config, dataset, ds)) as staging:
+            frame.loc[:, list(columns)].to_parquet(os.path.join(staging, "part-00000.parquet"), index=False)
+    with replace_partition(partition_path(config, FEATURE_META, ds)) as staging:
+        with open(os.path.join(staging, META_FILE), "w") as handle:
+            json.dump(meta, handle)
 
 
 def _read_meta(path: str) -> dict:
@@ -82,7 +98,8 @@ def _read_meta(path: str) -> dict:
 
 def _read_parquet(directory: str, required_columns: tuple[str, ...]) -> pd.DataFrame:
     if not os.path.isdir(directory):
-        raise FileNotFoundError(f"feature partition {directory} does not exist: has the normalize job run for this date?")
+        raise FileNotFoundError(f"feature partition {directory} does not exist: "
+                                "has the normalize job run for this date?")
     frame = pd.read_parquet(directory)
     missing = [column for column in required_columns if column not in frame.columns]
     if missing:
@@ -100,9 +117,9 @@ def _check_items(items: pd.DataFrame, meta: dict, path: str) -> None:
 
 
 def _check_sequences(sequences: pd.DataFrame, meta: dict, path: str) -> None:
-    lengths = sequences[ITEM_IDX].map(len).to_numpy()
+    lengths = sequences[ITEM_IDX].map(len).to_numpy(dtype=np.int64)
     for column in (EVENT_TYPE_IDX, TIMESTAMPS, SPLIT):
-        bad_users = sequences[USER_ID][sequences[column].map(len).to_numpy() != lengths]
+        bad_users = sequences[USER_ID][sequences[column].map(len).to_numpy(dtype=np.int64) != lengths]
         if len(bad_users):
             raise ValueError(f"{path}: column {column} is not parallel to {ITEM_IDX} "
                              f"(different length) for users {list(bad_users[:5])}")
@@ -129,7 +146,7 @@ def make_examples(sequences: pd.DataFrame, split: int, max_len: int) -> Examples
     """
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
-    lengths = sequences[ITEM_IDX].map(len).to_numpy()
+    lengths = sequences[ITEM_IDX].map(len).to_numpy(dtype=np.int64)
     flat_items = _flatten(sequences[ITEM_IDX])
     flat_types = _flatten(sequences[EVENT_TYPE_IDX])
     flat_splits = _flatten(sequences[SPLIT])

@@ -82,29 +82,34 @@ def info_nce_loss(anchors, positives, temperature: float, anchor_ids=None, posit
     """Symmetric in-batch InfoNCE for B pairs: mean over both directions of -log softmax(diagonal).
 
     Row i scores anchor i against every positive of the batch (true one: column i), and
-    column i scores positive i against every anchor. With ids given, a candidate that is
-    the same item as the true one or as the query itself is excluded rather than pushed
-    away: popular items recur within a batch, and they are not negatives.
+    column i scores positive i against every anchor. With item ids given, a candidate that
+    is not a negative is excluded rather than pushed away: the query item itself, or an
+    item paired with the query's item somewhere in the batch (popular items recur within
+    a batch, so the "other" positive is often the very same item).
     """
     anchors = ops.cast(anchors, "float32")
     positives = ops.cast(positives, "float32")
     logits = ops.matmul(anchors, ops.transpose(positives)) / temperature
     if anchor_ids is not None and positive_ids is not None:
-        anchor_to_positive = _mask_duplicates(logits, anchor_ids, positive_ids)
-        positive_to_anchor = _mask_duplicates(ops.transpose(logits), positive_ids, anchor_ids)
+        anchor_to_positive = _mask_batch_partners(logits, anchor_ids, positive_ids)
+        positive_to_anchor = _mask_batch_partners(ops.transpose(logits), positive_ids, anchor_ids)
     else:
         anchor_to_positive, positive_to_anchor = logits, ops.transpose(logits)
     return 0.5 * (_diagonal_cross_entropy(anchor_to_positive) + _diagonal_cross_entropy(positive_to_anchor))
 
 
-def _mask_duplicates(logits, query_ids, candidate_ids):
-    """Set logits[i, j] (j != i) to MASKED_LOGIT where candidate j is query i's true item or query i."""
+def _mask_batch_partners(logits, query_ids, candidate_ids):
+    """logits[i, j], j != i -> MASKED_LOGIT where candidate j's item is query i's item or its partner in some pair."""
     query_ids = ops.reshape(query_ids, (-1,))
     candidate_ids = ops.reshape(candidate_ids, (-1,))
-    same_as_true = ops.equal(candidate_ids[None, :], candidate_ids[:, None])
-    same_as_query = ops.equal(candidate_ids[None, :], query_ids[:, None])
+    # pairs_of_query[i, m]: pair m starts from query i's item; pair_reaches[m, j]: pair m
+    # ends at candidate j's item. Their product counts the pairs linking i to j.
+    pairs_of_query = ops.cast(ops.equal(query_ids[:, None], query_ids[None, :]), "float32")
+    pair_reaches = ops.cast(ops.equal(candidate_ids[:, None], candidate_ids[None, :]), "float32")
+    is_partner = ops.matmul(pairs_of_query, pair_reaches) > 0
+    is_query_itself = ops.equal(candidate_ids[None, :], query_ids[:, None])
     off_diagonal = ops.logical_not(ops.eye(ops.shape(logits)[0], dtype="bool"))
-    excluded = ops.logical_and(off_diagonal, ops.logical_or(same_as_true, same_as_query))
+    excluded = ops.logical_and(off_diagonal, ops.logical_or(is_partner, is_query_itself))
     return ops.where(excluded, MASKED_LOGIT, logits)
 
 
@@ -118,16 +123,27 @@ class PairContrastiveModel(keras.Model):
 
     Holds the catalog's attribute arrays, so the input pipeline only moves pairs of ids
     and each step looks the attributes up on device.
+
+    Popularity dropout (after DropoutNet, Volkovs et al. 2017): every item in training has
+    been consumed, so without it the tower never sees log popularity 0 and a new item's
+    0 lands it in an untrained region. Zeroing the input for a random share of training
+    lookups teaches the tower to place an item from its other attributes alone.
     """
 
-    def __init__(self, tower: keras.Model, item_features: dict[str, np.ndarray], temperature: float, **kwargs):
+    def __init__(self, tower: keras.Model, item_features: dict[str, np.ndarray], temperature: float,
+                 popularity_dropout: float = 0.0, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.tower = tower
         self.temperature = temperature
+        self.popularity_dropout = popularity_dropout
         self.item_features = {name: ops.convert_to_tensor(values) for name, values in item_features.items()}
+        self.seed_generator = keras.random.SeedGenerator(seed)
 
     def embed_items(self, item_idx, training=False):
         features = {name: ops.take(values, item_idx, axis=0) for name, values in self.item_features.items()}
+        if training and self.popularity_dropout > 0:
+            keep = keras.random.uniform(ops.shape(item_idx), seed=self.seed_generator) >= self.popularity_dropout
+            features[LOG_POPULARITY] = ops.where(keep, features[LOG_POPULARITY], 0.0)
         return self.tower(features, training=training)
 
     def call(self, pairs, training=False):

@@ -29,12 +29,13 @@ def build_user_encoder(n_items: int, n_event_types: int, max_len: int, embedding
     """
     items = keras.Input(shape=(max_len,), dtype="int32", name="items")
     types = keras.Input(shape=(max_len,), dtype="int32", name="types")
-    # mask_zero: the GRU skips padding (and out-of-catalog items) instead of reading a
-    # fake "item 0" event; the mask flows through the Add into the GRU.
+    # mask_zero on both: the GRU skips padding steps (item 0 and type 0) instead of reading a
+    # fake event. Keras ORs the two masks in the Add, so an out-of-catalog item (item 0 with
+    # a real type) still counts as an event, seen through row 0 as "some unknown item".
     item_vectors = layers.Embedding(n_items + 1, embedding_dim, mask_zero=True, name=ITEM_EMBEDDING_LAYER)(items)
     # Event types are added like positional embeddings: a purchase and a view of the same
     # item become nearby but distinguishable points in the GRU's input space.
-    type_vectors = layers.Embedding(n_event_types, embedding_dim, name="event_type_embedding")(types)
+    type_vectors = layers.Embedding(n_event_types, embedding_dim, mask_zero=True, name="event_type_embedding")(types)
     events = layers.Add(name="event_vectors")([item_vectors, type_vectors])
     state = layers.GRU(hidden_dim, name="gru")(events)
     # Projects the GRU state into the item space so hidden_dim may differ from embedding_dim.

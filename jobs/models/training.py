@@ -1,0 +1,120 @@
+"""Keras training plumbing shared by the two encoder jobs.
+
+Both jobs fit with the same rules: seeded tf.data shuffling, mixed precision only on a
+GPU, early stopping on the valid split's loss with the best weights restored, and a
+validation recall@k computed after every epoch and logged to MLflow beside the losses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from typing import Callable
+
+import numpy as np
+
+from jobs.encoder_scorers import CONFIG_FILE, HISTORY_FILE, ITEM_EMBEDDINGS_FILE, MODEL_FILE
+
+VALID_RECALL_K = 20
+VALID_RECALL = f"val_recall_at_{VALID_RECALL_K}"  # MLflow metric names cannot contain '@'
+MONITORED = "val_loss"
+
+
+@contextlib.contextmanager
+def training_precision():
+    """mixed_float16 while building and fitting on a GPU, float32 on CPU; restored afterwards.
+
+    On CPU float16 is slower, not faster, so mixed precision is only worth it on a GPU.
+    """
+    import keras
+    import tensorflow as tf
+
+    previous = keras.mixed_precision.global_policy().name
+    policy = "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        yield policy
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def make_dataset(inputs, batch_size: int, seed: int | None = None, targets: np.ndarray | None = None):
+    """tf.data pipeline over in-memory arrays; shuffled with `seed` (every epoch anew) when one is given."""
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices(inputs if targets is None else (inputs, targets))
+    if seed is not None:
+        # A buffer as large as the data gives a uniform shuffle; the arrays are in memory anyway.
+        dataset = dataset.shuffle(dataset.cardinality(), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+EpochLogger = Callable[[int, dict], None]
+
+
+def fit_with_early_stopping(model, train_data, valid_data, epochs: int, patience: int,
+                            valid_recall: Callable[[], float], on_epoch_end: EpochLogger | None = None) -> dict:
+    """Fit, adding VALID_RECALL after every epoch; stop on val_loss and restore the best weights.
+
+    on_epoch_end(epoch, logs) receives each epoch's complete logs (e.g. log_epoch_to_mlflow).
+    Returns the history: one list per metric plus best_epoch (0-based) and train_seconds.
+    """
+    import keras
+
+    def add_valid_recall(epoch, logs):
+        logs[VALID_RECALL] = valid_recall()
+
+    # Order matters: each callback sees the logs the previous ones filled in.
+    callbacks = [keras.callbacks.LambdaCallback(on_epoch_end=add_valid_recall)]
+    if on_epoch_end is not None:
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end))
+    callbacks.append(keras.callbacks.EarlyStopping(monitor=MONITORED, patience=patience, restore_best_weights=True))
+    started = time.monotonic()
+    # shuffle=False: the tf.data pipeline already shuffles with the seed.
+    fitted = model.fit(train_data, validation_data=valid_data, epochs=epochs, callbacks=callbacks, shuffle=False,
+                       verbose=0)
+    history = {name: [float(value) for value in values] for name, values in fitted.history.items()}
+    history["best_epoch"] = int(np.argmin(history[MONITORED]))
+    history["train_seconds"] = round(time.monotonic() - started, 2)
+    return history
+
+
+def log_epoch_to_mlflow(epoch: int, logs: dict) -> None:
+    """Per-epoch metrics into the active MLflow run, step = epoch (0-based)."""
+    import mlflow
+
+    mlflow.log_metrics({name: float(value) for name, value in logs.items()}, step=epoch)
+
+
+def final_metrics(history: dict) -> dict:
+    """The metrics of the restored (best) epoch, prefixed best_, plus run facts."""
+    best = history["best_epoch"]
+    metrics = {f"best_{name}": values[best] for name, values in history.items() if isinstance(values, list)}
+    metrics.update(best_epoch=best, epochs_run=len(history[MONITORED]), train_seconds=history["train_seconds"])
+    return metrics
+
+
+def write_json(path: str, payload: dict) -> None:
+    with open(path, "w") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True)
+
+
+def write_model_dir(directory: str, model, item_embeddings: np.ndarray, model_config: dict, history: dict) -> None:
+    """model.keras, item_embeddings.npy (float32), config.json and history.json into directory."""
+    model.save(os.path.join(directory, MODEL_FILE))
+    np.save(os.path.join(directory, ITEM_EMBEDDINGS_FILE), item_embeddings.astype(np.float32))
+    write_json(os.path.join(directory, CONFIG_FILE), model_config)
+    write_json(os.path.join(directory, HISTORY_FILE), history)
+
+
+def copy_to_float32(build_model: Callable, trained):
+    """Rebuild the model under the float32 policy with the trained weights.
+
+    The saved model then computes in float32 whatever device trained it, so scoring on a
+    CPU never runs float16 kernels. (Variables are float32 under mixed precision too.)
+    """
+    exported = build_model()
+    exported.set_weights(trained.get_weights())
+    return exported

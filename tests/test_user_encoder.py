@@ -1,0 +1,145 @@
+"""GRU user encoder: the loss by hand, masking, learning a toy rule, and the nightly job end to end."""
+
+import json
+import math
+import os
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from jobs.encoder_scorers import load_user_encoder_scorer, recall_at_k
+from jobs.features import make_examples, write_features
+from jobs.models.user_encoder import TiedItemLogits, build_user_encoder, full_softmax_loss
+from jobs.schema import (
+    BRAND_IDX, CATEGORY_IDX, EVENT_TYPE_IDX, ITEM_ID, ITEM_IDX, N_EVENT_TYPES, POPULARITY, PRICE_BUCKET, PRICE_Z,
+    SPLIT, SPLIT_TRAIN, SPLIT_VALID, TIMESTAMPS, TITLE_TOKENS, USER_ID,
+)
+
+
+def test_full_softmax_loss_by_hand():
+    # Item table rows: 0 (padding) [5, 0]; item 1 [0, 0]; item 2 [ln 3, 0]. User vector [1, 0].
+    # Logits: pad masked, item 1: 0, item 2: ln 3  ->  softmax over items: 1/4, 3/4.
+    # Target 2: -ln(3/4) = 0.287682; target 1: -ln(1/4) = 1.386294; mean = 0.836988.
+    # (Were padding not masked, its logit 5 would dominate and the loss would be ~4.)
+    embedding = keras.layers.Embedding(3, 2)
+    embedding.build((None,))
+    embedding.set_weights([np.array([[5.0, 0.0], [0.0, 0.0], [math.log(3.0), 0.0]], dtype=np.float32)])
+    logits = TiedItemLogits(embedding)(np.array([[1.0, 0.0], [1.0, 0.0]], dtype=np.float32))
+    loss = full_softmax_loss(np.array([2, 1]), logits)
+    assert float(loss) == pytest.approx((-math.log(0.75) - math.log(0.25)) / 2, abs=1e-5)
+    assert float(loss) == pytest.approx(0.836988, abs=1e-5)
+
+
+def test_left_padding_is_skipped_by_the_gru():
+    # The weights do not depend on max_len, so two encoders can share them: a history of
+    # 2 events must give the same user vector unpadded (max_len 2) and left-padded (max_len 4).
+    keras.utils.set_random_seed(0)
+    short = build_user_encoder(n_items=5, n_event_types=N_EVENT_TYPES, max_len=2, embedding_dim=8, hidden_dim=8)
+    padded = build_user_encoder(n_items=5, n_event_types=N_EVENT_TYPES, max_len=4, embedding_dim=8, hidden_dim=8)
+    padded.set_weights(short.get_weights())
+    unpadded_vector = np.asarray(short([np.array([[3, 4]]), np.array([[1, 2]])]))
+    padded_vector = np.asarray(padded([np.array([[0, 0, 3, 4]]), np.array([[0, 0, 1, 2]])]))
+    np.testing.assert_allclose(padded_vector, unpadded_vector, atol=1e-6)
+    reversed_vector = np.asarray(short([np.array([[4, 3]]), np.array([[2, 1]])]))
+    assert not np.allclose(reversed_vector, unpadded_vector, atol=1e-4)  # order matters
+    assert unpadded_vector.shape == (1, 8)
+
+
+def successor_rule_sequences(n_items: int, n_users: int, length: int, seed: int) -> pd.DataFrame:
+    """Each user walks item s, s+1, ... (after n_items comes 1); the last event is the valid one."""
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, n_items, n_users)
+    walks = [(start + np.arange(length)) % n_items + 1 for start in starts]
+    return pd.DataFrame({
+        USER_ID: [f"u{user}" for user in range(n_users)],
+        ITEM_IDX: walks,
+        EVENT_TYPE_IDX: [np.ones(length, dtype=int) for _ in walks],
+        TIMESTAMPS: [np.arange(length) for _ in walks],
+        SPLIT: [np.r_[np.full(length - 1, SPLIT_TRAIN), SPLIT_VALID] for _ in walks],
+    })
+
+
+def test_gru_learns_the_successor_rule_that_popularity_cannot():
+    from jobs.encoder_scorers import user_encoder_scorer
+    from jobs.train_user_encoder import train_user_encoder
+
+    n_items = 12
+    sequences = successor_rule_sequences(n_items, n_users=240, length=6, seed=1)
+    train = make_examples(sequences, SPLIT_TRAIN, max_len=4)
+    valid = make_examples(sequences, SPLIT_VALID, max_len=4)
+    settings = {"embedding_dim": 16, "hidden_dim": 16, "epochs": 10, "batch_size": 64, "learning_rate": 0.02,
+                "patience": 10}
+    trained = train_user_encoder(train, valid, n_items, N_EVENT_TYPES, settings, seed=7)
+
+    gru_recall = recall_at_k(user_encoder_scorer(trained.encoder, trained.item_embeddings),
+                             valid.items, valid.types, valid.targets, k=1)
+    # Popularity recommends the most frequent training target to everyone; starts are
+    # uniform, so it is right for about 1 user in 12.
+    most_popular = np.bincount(train.targets).argmax()
+    popularity_recall = float(np.mean(valid.targets == most_popular))
+    assert gru_recall >= 0.95
+    assert popularity_recall <= 0.2
+    assert trained.history["val_recall_at_20"][-1] == pytest.approx(1.0)  # 12 items: top 20 holds them all
+
+
+def tiny_catalog(n_items: int) -> pd.DataFrame:
+    idx = np.arange(1, n_items + 1)
+    return pd.DataFrame({ITEM_IDX: idx, ITEM_ID: [f"item-{i}" for i in idx], CATEGORY_IDX: idx % 2 + 1,
+                         BRAND_IDX: idx % 3 + 1, PRICE_BUCKET: idx % 10 + 1, PRICE_Z: np.linspace(-1, 1, n_items),
+                         TITLE_TOKENS: [[i, i + 1] for i in idx], POPULARITY: np.full(n_items, 5)})
+
+
+def test_nightly_job_writes_the_model_dir_and_an_mlflow_run(tmp_config):
+    import mlflow
+
+    from jobs import train_user_encoder
+
+    ds = "2026-11-27"
+    n_items = 8
+    write_features(tmp_config, ds, {"n_items": n_items, "n_event_types": 5}, tiny_catalog(n_items),
+                   successor_rule_sequences(n_items, n_users=30, length=5, seed=2))
+    config = {**tmp_config, "max_seq_len": 3,
+              "user_encoder": {**tmp_config["user_encoder"], "embedding_dim": 4, "hidden_dim": 4, "epochs": 2,
+                               "batch_size": 16}}
+
+    model_dir = train_user_encoder.main(config, ds)
+
+    assert model_dir == os.path.join(tmp_config["lake_root"], "models/user_encoder", f"dt={ds}")
+    assert sorted(os.listdir(model_dir)) == ["config.json", "history.json", "item_embeddings.npy", "model.keras"]
+    saved_config = json.load(open(os.path.join(model_dir, "config.json")))
+    assert (saved_config["n_items"], saved_config["max_len"], saved_config["embedding_dim"]) == (8, 3, 4)
+    history = json.load(open(os.path.join(model_dir, "history.json")))
+    assert len(history["loss"]) == len(history["val_loss"]) == len(history["val_recall_at_20"]) == 2
+
+    scorer = load_user_encoder_scorer(model_dir)
+    assert scorer.name == "user_encoder" and scorer.item_vectors.shape == (n_items + 1, 4)
+    items = np.array([[0, 1, 2], [3, 4, 5]], dtype=np.int32)
+    scores = scorer.score(items, np.ones_like(items))
+    assert scores.shape == (2, n_items + 1) and scores.dtype == np.float32
+    assert np.all(scores[:, 0] == -np.inf) and np.all(np.isfinite(scores[:, 1:]))
+    # The scores are the loaded GRU's user vectors against the saved tied table.
+    np.testing.assert_allclose(scores[:, 1:], (scorer.user_vectors(items, np.ones_like(items))
+                                               @ np.load(os.path.join(model_dir, "item_embeddings.npy")).T)[:, 1:],
+                               rtol=1e-5)
+
+    run = mlflow.search_runs(experiment_names=[tmp_config["mlflow"]["experiment"]], output_format="list")[0]
+    assert run.data.tags["stage"] == "train_user_encoder" and run.data.tags["ds"] == ds
+    assert run.data.params["hidden_dim"] == "4"
+    assert {"best_val_loss", "best_val_recall_at_20", "best_epoch"} <= set(run.data.metrics)
+    client = mlflow.tracking.MlflowClient()
+    assert len(client.get_metric_history(run.info.run_id, "val_recall_at_20")) == 2
+    artifacts = {entry.path for entry in client.list_artifacts(run.info.run_id, "user_encoder")}
+    assert "user_encoder/model.keras" in artifacts
+
+
+def test_job_without_valid_events_says_so(tmp_config):
+    from jobs import train_user_encoder
+
+    ds = "2026-11-27"
+    sequences = successor_rule_sequences(8, n_users=5, length=4, seed=3)
+    sequences[SPLIT] = [np.full(4, SPLIT_TRAIN)] * len(sequences)
+    write_features(tmp_config, ds, {"n_items": 8}, tiny_catalog(8), sequences)
+    with pytest.raises(ValueError, match="yields no valid examples"):
+        train_user_encoder.main(tmp_config, ds)
