@@ -6,6 +6,9 @@ UV_VERSION := 0.13.8
 # Embedded defaults: all state lives in this git-ignored folder inside the checkout.
 export FUSIONREC_HOME ?= $(CURDIR)/.fusionrec
 export AIRFLOW_HOME ?= $(FUSIONREC_HOME)/airflow
+# Keras and matplotlib would otherwise write config and caches under ~.
+export KERAS_HOME ?= $(FUSIONREC_HOME)/keras
+export MPLCONFIGDIR ?= $(FUSIONREC_HOME)/matplotlib
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from jobs import schema
-from jobs.config import REPO_ROOT, resolve_config
+from jobs.config import REPO_ROOT, overrides_from_params, resolve_config
 from jobs.lake import dataset_path, partition_path
 
 DAG_ID = "recsys_nightly"
@@ -90,9 +90,9 @@ def main(argv=None) -> int:
         run_conf = json.loads(args.conf)
     except ValueError as error:
         parser.error(str(error))
-    config = resolve_config({"window_days": args.days} if not args.input else None)
+    config = resolve_config(overrides_from_params(run_conf))
     os.environ.setdefault("AIRFLOW_HOME", str(Path(config["home"]) / "airflow"))
-    run_conf.setdefault("window_days", config["window_days"])
+    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     started = time.monotonic()
     land_input(config, args)
     state = run_dag(args.date, run_conf)

@@ -92,3 +92,27 @@ def _log_evaluation_run(report_dir: str, metrics: dict, n_examples: int) -> None
     mlflow.log_metric("n_test_examples", n_examples)
     for file_name in (METRICS_JSON, METRICS_MARKDOWN):
         mlflow.log_artifact(os.path.join(report_dir, file_name))
+    mlflow.log_figure(metrics_figure(metrics), "metrics.png")
+
+
+def metrics_figure(metrics: dict):
+    """Grouped bars: one group per metric, one bar per model, for the MLflow run page."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on workers
+    from matplotlib import pyplot as plt
+
+    names = list(metrics)
+    columns = list(next(iter(metrics.values())))
+    figure, axes = plt.subplots(figsize=(4 + 1.6 * len(columns), 4))
+    width = 0.8 / len(names)
+    for offset, name in enumerate(names):
+        positions = [c + offset * width for c in range(len(columns))]
+        axes.bar(positions, [metrics[name][column] for column in columns], width, label=name)
+    axes.set_xticks([c + 0.4 - width / 2 for c in range(len(columns))], columns)
+    axes.set_ylim(0, 1)
+    axes.set_title("Holdout metrics, full-catalog ranking")
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    figure.tight_layout()
+    plt.close(figure)
+    return figure

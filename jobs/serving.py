@@ -26,26 +26,34 @@ except ImportError:  # pragma: no cover
 from jobs import schema
 
 TYPE_NAMES = {index: name for name, index in schema.EVENT_TYPE_INDEX.items()}
+VIEW_IDX = schema.EVENT_TYPE_INDEX[schema.VIEW]  # the type assumed when a request gives none
 BUNDLE_PARTS = ("user_encoder", "item_encoder", "fusion", "items", "serving")
 
 
 class Recommender:
-    """Scores raw-id histories with one scorer of the bundle; framework-free at call time."""
+    """Scores raw-id histories with one scorer; framework-free at call time.
 
-    def __init__(self, bundle: dict[str, str]):
+    item_ids[i] is the raw id of item index i (index 0, padding, is never recommended).
+    """
+
+    def __init__(self, scorer, item_ids, max_seq_len: int):
+        self.scorer = scorer
+        self.max_seq_len = max_seq_len
+        self.item_ids = np.asarray(item_ids, dtype=object)
+        self.index_of = {item_id: idx for idx, item_id in enumerate(self.item_ids) if idx > 0}
+
+    @classmethod
+    def from_bundle(cls, bundle: dict[str, str]) -> "Recommender":
         from jobs.fuse import load_all_scorers
 
-        settings = json.loads(open(bundle["serving"]).read())
-        self.variant = settings["variant"]
-        self.max_seq_len = settings["max_seq_len"]
+        with open(bundle["serving"]) as handle:
+            settings = json.load(handle)
         items = pd.read_parquet(bundle["items"]).sort_values(schema.ITEM_IDX)
         n_items = int(items[schema.ITEM_IDX].max())
         scorers = load_all_scorers(bundle["user_encoder"], bundle["item_encoder"], bundle["fusion"], items, n_items)
-        self.scorer = scorers[self.variant]
-        self.item_ids = np.empty(n_items + 1, dtype=object)
-        self.item_ids[0] = None
-        self.item_ids[items[schema.ITEM_IDX].to_numpy()] = items[schema.ITEM_ID].to_numpy()
-        self.index_of = {item_id: int(idx) for idx, item_id in enumerate(self.item_ids) if idx > 0}
+        item_ids = np.empty(n_items + 1, dtype=object)
+        item_ids[items[schema.ITEM_IDX].to_numpy()] = items[schema.ITEM_ID].to_numpy()
+        return cls(scorers[settings["variant"]], item_ids, settings["max_seq_len"])
 
     def encode(self, histories, event_types=None) -> tuple[np.ndarray, np.ndarray]:
         """Raw histories → left-padded (items, types) arrays; items unknown to this model are skipped."""
@@ -53,12 +61,12 @@ class Recommender:
         items = np.zeros((n, length), dtype=np.int32)
         types = np.zeros((n, length), dtype=np.int32)
         for row, history in enumerate(histories):
-            row_types = event_types[row] if event_types is not None and event_types[row] is not None else None
-            pairs = [(self.index_of[item], schema.EVENT_TYPE_INDEX.get(row_types[i], 1) if row_types is not None else 1)
-                     for i, item in enumerate(history) if item in self.index_of][-length:]
-            if pairs:
-                items[row, length - len(pairs):] = [p[0] for p in pairs]
-                types[row, length - len(pairs):] = [p[1] for p in pairs]
+            names = event_types[row] if event_types is not None and event_types[row] is not None else None
+            names = names if names is not None else [schema.VIEW] * len(history)
+            known = [(self.index_of[item], schema.EVENT_TYPE_INDEX.get(name, VIEW_IDX))
+                     for item, name in zip(history, names) if item in self.index_of][-length:]
+            if known:
+                items[row, length - len(known):], types[row, length - len(known):] = zip(*known)
         return items, types
 
     def recommend(self, histories, k: int = 20, event_types=None, exclude=None, batch_size: int = 1024):
@@ -88,7 +96,7 @@ class FusedRecommenderModel(PythonModel):
     """The pyfunc wrapper around Recommender."""
 
     def load_context(self, context):
-        self.recommender = Recommender({part: context.artifacts[part] for part in BUNDLE_PARTS})
+        self.recommender = Recommender.from_bundle({part: context.artifacts[part] for part in BUNDLE_PARTS})
 
     def predict(self, context, model_input: pd.DataFrame, params=None):
         k = int((params or {}).get("k", 20))

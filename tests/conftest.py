@@ -3,13 +3,19 @@
 AIRFLOW_HOME must be set before Airflow is first imported, hence at conftest import time.
 """
 
+import atexit
 import logging
 import os
+import shutil
 import tempfile
 
 _SESSION_HOME = tempfile.mkdtemp(prefix="fusionrec-test-")
+if not os.environ.get("FUSIONREC_KEEP_TEST_STATE"):  # set it to inspect a failed run's lake
+    atexit.register(shutil.rmtree, _SESSION_HOME, ignore_errors=True)
 os.environ["FUSIONREC_HOME"] = _SESSION_HOME
 os.environ["AIRFLOW_HOME"] = os.path.join(_SESSION_HOME, "airflow")
+os.environ.setdefault("KERAS_HOME", os.path.join(_SESSION_HOME, "keras"))
+os.environ.setdefault("MPLCONFIGDIR", os.path.join(_SESSION_HOME, "matplotlib"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = os.path.join(os.path.dirname(os.path.dirname(__file__)), "dags")
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
