@@ -7,7 +7,7 @@ other paths and counts, never data. Params left at null keep the configured valu
 
 import datetime as dt
 
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param
 
 from fusionrec_operators import FusionrecStageOperator
 from jobs.stages import STAGE_ORDER  # a light module: names only, no Spark/TF/MLflow
@@ -15,7 +15,10 @@ from jobs.stages import STAGE_ORDER  # a light module: names only, no Spark/TF/M
 with DAG(
     dag_id="recsys_nightly",
     description="Clickstream → Spark ETL → TF encoders → fusion → evaluation → MLflow gate → top-K",
-    schedule="@daily",
+    # Data-interval semantics: the run that starts at 02:00 on day D+1 has logical date D and
+    # processes day D (the two hours let late tracking files land). A plain "@daily" in
+    # Airflow 3 would name the run after D+1, the day whose data does not exist yet.
+    schedule=CronDataIntervalTimetable("0 2 * * *", timezone="UTC"),
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
     catchup=False,
     max_active_runs=1,  # nights share the MLflow champion: gate them one at a time

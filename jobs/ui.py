@@ -30,6 +30,8 @@ def main() -> int:
         "AIRFLOW__API__HOST": "127.0.0.1",  # never listen beyond this machine by default
         "AIRFLOW__CORE__PARALLELISM": "4",  # 12 processes instead of 32 on a laptop
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])),
+        # standalone starts its components as `airflow …` subprocesses: they must find ours.
+        "PATH": os.pathsep.join(filter(None, [str(bin_dir), env.get("PATH")])),
     })
     artifacts = Path(config["mlflow"]["artifact_root"])
     artifacts.mkdir(parents=True, exist_ok=True)

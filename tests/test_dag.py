@@ -42,6 +42,22 @@ def test_tags_retries_and_schedule(dagbag):
     assert not dag.catchup
 
 
+def test_the_nightly_run_processes_the_day_that_just_ended(dagbag):
+    import pendulum
+
+    from airflow.timetables.base import DataInterval, TimeRestriction
+
+    from airflow.serialization.encoders import coerce_to_core_timetable
+
+    timetable = coerce_to_core_timetable(dagbag.dags["recsys_nightly"].timetable)
+    after_first = timetable.next_dagrun_info(
+        last_automated_data_interval=DataInterval(pendulum.datetime(2026, 11, 26, 2), pendulum.datetime(2026, 11, 27, 2)),
+        restriction=TimeRestriction(earliest=None, latest=None, catchup=True))
+    # The run due at 2026-11-28 02:00 covers 2026-11-27 02:00 → 11-28 02:00: its ds is 2026-11-27.
+    assert after_first.run_after == pendulum.datetime(2026, 11, 28, 2)
+    assert after_first.logical_date.date().isoformat() == "2026-11-27"
+
+
 def test_params_default_to_configured_values(dagbag):
     from jobs.config import overrides_from_params
 

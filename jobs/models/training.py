@@ -66,12 +66,19 @@ def fit_with_early_stopping(model, train_data, valid_data, epochs: int, patience
     def add_valid_recall(epoch, logs):
         logs[VALID_RECALL] = valid_recall()
 
+    started = time.monotonic()
+
+    def print_progress(epoch, logs):
+        # One line per epoch in the task log: Keras' own progress bar garbles Airflow logs.
+        values = " ".join(f"{name}={value:.4f}" for name, value in sorted(logs.items()))
+        print(f"epoch {epoch + 1}/{epochs}: {values} ({time.monotonic() - started:.0f} s)", flush=True)
+
     # Order matters: each callback sees the logs the previous ones filled in.
     callbacks = [keras.callbacks.LambdaCallback(on_epoch_end=add_valid_recall)]
     if on_epoch_end is not None:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end))
+    callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=print_progress))
     callbacks.append(keras.callbacks.EarlyStopping(monitor=MONITORED, patience=patience, restore_best_weights=True))
-    started = time.monotonic()
     # shuffle=False: the tf.data pipeline already shuffles with the seed.
     fitted = model.fit(train_data, validation_data=valid_data, epochs=epochs, callbacks=callbacks, shuffle=False,
                        verbose=0)
