@@ -86,7 +86,11 @@ DEFAULTS: dict = {
         "holdout_fraction": 0.2,  # valid-day users held out to choose the served fusion variant
     },
     "evaluation": {
-        "ks": [20],  # cutoffs reported; the primary metric's is always added
+        "ks": [1, 5, 10, 20],  # cutoffs reported; the primary metric's is always added
+        "exclude_seen": False,  # True: items already in the history can't be recommended
+        "long_history_min_events": 5,  # segment boundary: short vs long histories
+        "bootstrap_resamples": 200,  # percentile bootstrap over examples for the CIs
+        "confidence": 0.95,
     },
 }
 
