@@ -2,12 +2,17 @@
 
 `upstream` maps each upstream task id to the dict it returned (paths and counts, never
 data). The Airflow operator in plugins/fusionrec_operators.py calls `run_stage`; so can a
-plain Python process, which is how a stage is debugged without Airflow.
+plain Python process, which is how a stage is debugged without Airflow:
+
+    python -m jobs.stages train_user_encoder --ds 2026-11-27
+    python -m jobs.stages clean --ds 2026-11-27 --dates 2026-11-26 2026-11-27
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import json
 import time
 
 # Task order of the nightly DAG; each stage's module exposes the callable named here.
@@ -80,3 +85,19 @@ def run_stage(stage: str, config: dict, ds: str, upstream: dict | None = None) -
     result["seconds"] = round(time.monotonic() - started, 1)
     print(f"stage {stage} for {ds} finished in {result['seconds']} s")
     return result
+
+
+def main(argv=None) -> None:
+    from jobs.config import resolve_config
+
+    parser = argparse.ArgumentParser(description="Run one nightly stage outside Airflow.")
+    parser.add_argument("stage", choices=STAGE_ORDER)
+    parser.add_argument("--ds", required=True, help="logical date YYYY-MM-DD")
+    parser.add_argument("--dates", nargs="+", help="dates for clean / denoise (default: just --ds)")
+    args = parser.parse_args(argv)
+    upstream = {"cli": {"dates": args.dates or [args.ds]}}
+    print(json.dumps(run_stage(args.stage, resolve_config(), args.ds, upstream), indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -8,7 +8,6 @@ recall@20, final and cold-start metrics and the directory as artifacts.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
 import numpy as np
@@ -160,15 +159,3 @@ def cold_start_metrics(item_embeddings: np.ndarray, items: pd.DataFrame, valid_p
         metrics[f"cold_valid_recall_at_{k}"] = float(np.mean(rank < k))
         metrics[f"cold_valid_recall_at_{k}_chance"] = min(1.0, k / max(len(item_idx) - 1, 1))
     return metrics
-
-
-def _parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ds", required=True, help="logical date YYYY-MM-DD of the feature partition")
-    return parser.parse_args(argv)
-
-
-if __name__ == "__main__":
-    from jobs.config import resolve_config
-
-    print(main(resolve_config(), _parse_args().ds))

@@ -7,7 +7,6 @@ losses and valid recall@20, final metrics and the directory as artifacts.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,15 +107,3 @@ def train_user_encoder(train: Examples, valid: Examples, n_items: int, n_event_t
             on_epoch_end=on_epoch_end)
     exported = copy_to_float32(build_encoder, encoder)
     return TrainedUserEncoder(exported, item_table(exported), history)
-
-
-def _parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ds", required=True, help="logical date YYYY-MM-DD of the feature partition")
-    return parser.parse_args(argv)
-
-
-if __name__ == "__main__":
-    from jobs.config import resolve_config
-
-    print(main(resolve_config(), _parse_args().ds))
