@@ -26,6 +26,9 @@ DEFAULTS: dict = {
     "window_days": 14,  # nights of history the features and models see
     "max_seq_len": 20,
     "top_k": 20,
+    # Where the night's events come from: the tracking system's own export ("fusionrec",
+    # landed under <lake>/landing) or a public format read through jobs/sources.py.
+    "source": {"format": "fusionrec", "path": None},
     "spark": {
         "master": "local[*]",
         "app_name": "fusionrec",
@@ -99,6 +102,8 @@ ENV_KEYS = {
     "FUSIONREC_HOME": "home",
     "FUSIONREC_LAKE": "lake_root",
     "FUSIONREC_SCALE": "scale",
+    "FUSIONREC_SOURCE_FORMAT": "source.format",
+    "FUSIONREC_SOURCE_PATH": "source.path",
     "FUSIONREC_SPARK_MASTER": "spark.master",
     "MLFLOW_TRACKING_URI": "mlflow.tracking_uri",
     "FUSIONREC_MLFLOW_ARTIFACTS": "mlflow.artifact_root",

@@ -6,6 +6,12 @@ layer the Spark jobs read) and decides which dates tonight's ETL must (re)proces
 the logical date always, plus any date of the trailing window that has landed data but
 no denoised partition yet (first run, or a gap after an outage). Each date's partition is
 replaced atomically, so re-running a date changes nothing else.
+
+With config["source"] naming a public format and a path (e.g. {"format": "rees46", "path":
+"/data/2019-Oct.csv"}), ingest first lands that source through its adapter
+(jobs/sources.py) for the window's dates that have not landed yet, and always for the
+logical date (the source may have grown since); everything after is unchanged. The default
+{"format": "fusionrec", "path": null} means the tracking export lands by itself.
 """
 
 from __future__ import annotations
@@ -15,7 +21,6 @@ from pathlib import Path
 
 from jobs import schema
 from jobs.lake import days_back, partition_path, replace_partition
-
 
 def dates_to_process(config: dict, ds: str) -> list[str]:
     """The logical date plus trailing-window dates that landed but were never denoised."""
@@ -42,7 +47,31 @@ def copy_partition(config: dict, source_dataset: str, target_dataset: str, day: 
     return {"files": len(files), "bytes": sum(f.stat().st_size for f in files)}
 
 
+def dates_to_land(config: dict, ds: str) -> list[str]:
+    """The logical date plus trailing-window dates whose events have not landed yet."""
+    return [day for day in days_back(ds, config["window_days"])
+            if day == ds or not Path(partition_path(config, schema.LANDING_EVENTS, day)).is_dir()]
+
+
+def land_configured_source(config: dict, ds: str) -> dict:
+    """Land config["source"] for dates_to_land; {} when the export lands by itself."""
+    source_format, source_path = config["source"]["format"], config["source"]["path"]
+    if not source_path:
+        if source_format != "fusionrec":
+            raise ValueError(f"config source.format is {source_format!r} but source.path is not set: "
+                             f"name the file or folder to read")
+        return {}
+    from jobs import sources  # pandas/pyarrow only when a source is configured
+
+    landed = sources.land_source(config, source_format, source_path, dates_to_land(config, ds))
+    if ds not in landed:
+        raise ValueError(f"the {source_format} source {source_path} has no events on {ds} "
+                         f"(landed: {', '.join(landed) or 'none'} of the window): nothing to ingest that night")
+    return landed
+
+
 def main(config: dict, ds: str) -> dict:
+    landed = land_configured_source(config, ds)
     dates = dates_to_process(config, ds)
     copied = {}
     for day in dates:
@@ -51,4 +80,4 @@ def main(config: dict, ds: str) -> dict:
         copied[day] = {"event_files": events["files"], "event_bytes": events["bytes"],
                        "catalog_files": catalog["files"]}
     print(f"ingest {ds}: {len(dates)} date(s) to process: {', '.join(dates)}")
-    return {"dates": dates, "copied": copied}
+    return {"dates": dates, "copied": copied, "landed_from_source": landed}

@@ -32,16 +32,19 @@ def main() -> int:
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])),
         # standalone starts its components as `airflow …` subprocesses: they must find ours.
         "PATH": os.pathsep.join(filter(None, [str(bin_dir), env.get("PATH")])),
+        # MLflow 3's default store is ./mlflow.db: every child must use the configured one.
+        "MLFLOW_TRACKING_URI": config["mlflow"]["tracking_uri"],
     })
     artifacts = Path(config["mlflow"]["artifact_root"])
     artifacts.mkdir(parents=True, exist_ok=True)
     subprocess.run([str(bin_dir / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True)
     subprocess.run([str(bin_dir / "airflow"), "dags", "reserialize"], env=env, check=True, capture_output=True)
+    state_dir = Path(config["home"])  # children's working directory: stray files stay in the state
     processes = [
         subprocess.Popen([str(bin_dir / "mlflow"), "ui", "--host", "127.0.0.1", "--port", "5000", "--workers", "1",
                           "--backend-store-uri", config["mlflow"]["tracking_uri"],
-                          "--default-artifact-root", artifacts.resolve().as_uri()], env=env),
-        subprocess.Popen([str(bin_dir / "airflow"), "standalone"], env=env),
+                          "--default-artifact-root", artifacts.resolve().as_uri()], env=env, cwd=state_dir),
+        subprocess.Popen([str(bin_dir / "airflow"), "standalone"], env=env, cwd=state_dir),
     ]
     password_file = Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
     print("Starting… Airflow on http://127.0.0.1:8080 (user admin, password in "
