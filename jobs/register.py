@@ -94,7 +94,7 @@ def main(config: dict, ds: str) -> dict:
     from mlflow import MlflowClient
 
     from jobs.features import load_features, make_examples
-    from jobs.tracking import stage_run
+    from jobs.tracking import configure_mlflow, stage_run
 
     name, primary, k = config["mlflow"]["registered_model"], config["mlflow"]["primary_metric"], config["top_k"]
     features = load_features(config, ds)
@@ -105,6 +105,7 @@ def main(config: dict, ds: str) -> dict:
     targets = list(item_ids[test.targets])
 
     variant = choose_variant(config, ds)
+    configure_mlflow(config)  # before the client: a fresh worker process has no tracking URI yet
     client = MlflowClient()
     with stage_run(config, "register_and_gate", ds) as run:
         example = pd.DataFrame({"history": histories[:2], "event_types": types[:2]})

@@ -179,3 +179,21 @@ def test_top20_for_every_active_user_and_nothing_already_bought(pipeline):
                      window.loc[window[schema.EVENT_TYPE] == schema.PURCHASE, schema.ITEM_ID]))
     recommended = set(zip(recommendations[schema.USER_ID], recommendations[schema.ITEM_ID]))
     assert not (recommended & bought)
+
+
+def test_gate_and_recommend_work_in_a_fresh_process_like_an_airflow_worker(pipeline, tmp_path):
+    # dag.test() runs every task in this process, so state one task left behind (say, the
+    # MLflow tracking URI) could hide a task that fails on its own in a real worker. Run the
+    # last two stages the way a LocalExecutor/Celery worker would: a new interpreter, in a
+    # directory of its own, where nothing may be written.
+    import os
+    import subprocess
+
+    config = pipeline["config"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "FUSIONREC_HOME": config["home"]}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    for stage in ("register_and_gate", "batch_recommend"):
+        result = subprocess.run([sys.executable, "-m", "jobs.stages", stage, "--ds", DS], cwd=tmp_path,
+                                env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert list(tmp_path.iterdir()) == [], "a stage wrote into its working directory"
