@@ -41,29 +41,47 @@ def main() -> int:
     subprocess.run([str(bin_dir / "airflow"), "dags", "reserialize"], env=env, check=True, capture_output=True)
     state_dir = Path(config["home"])  # children's working directory: stray files stay in the state
     processes = [
+        # Each in a session of its own, so stopping one stops its whole tree (uvicorn workers,
+        # huey consumers, the scheduler, the dag processor, the triggerer, …).
         subprocess.Popen([str(bin_dir / "mlflow"), "ui", "--host", "127.0.0.1", "--port", "5000", "--workers", "1",
                           "--backend-store-uri", config["mlflow"]["tracking_uri"],
-                          "--default-artifact-root", artifacts.resolve().as_uri()], env=env, cwd=state_dir),
-        subprocess.Popen([str(bin_dir / "airflow"), "standalone"], env=env, cwd=state_dir),
+                          "--default-artifact-root", artifacts.resolve().as_uri()],
+                         env=env, cwd=state_dir, start_new_session=True),
+        subprocess.Popen([str(bin_dir / "airflow"), "standalone"], env=env, cwd=state_dir, start_new_session=True),
     ]
     password_file = Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
     print("Starting… Airflow on http://127.0.0.1:8080 (user admin, password in "
           f"{password_file}), MLflow on http://127.0.0.1:5000. Ctrl-C stops both.", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         while all(p.poll() is None for p in processes):
             time.sleep(1)
     except KeyboardInterrupt:
-        pass
+        print("stopping Airflow and MLflow…", flush=True)
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_process_groups(processes)
     return 0
+
+
+def stop_process_groups(processes, grace_s: float = 15.0) -> None:
+    """SIGTERM every child's process group, then SIGKILL whatever is left after grace_s."""
+    for process in processes:
+        _signal_group(process, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for process in processes:
+        _signal_group(process, signal.SIGKILL)  # also reaps grandchildren the parent left behind
+
+
+def _signal_group(process, signum) -> None:
+    try:
+        os.killpg(process.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 if __name__ == "__main__":
