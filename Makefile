@@ -24,7 +24,7 @@ SCALE ?= small
 DAYS ?= 14
 INPUT ?=
 
-.PHONY: venv demo test ui clean-state
+.PHONY: venv demo test ui bench-models clean-state
 
 venv: $(VENV)/.installed
 
@@ -44,6 +44,12 @@ test: venv
 
 ui: venv
 	$(PY) -m jobs.ui
+
+# Published session-recommendation protocol on real data (bench/README.md); MODELS=pop,spop,item_knn,als,gru
+DATA ?= $(RECSYS_SHARED_DATA)/diginetica-srgnn
+MODELS ?= pop,spop,item_knn
+bench-models: venv
+	nice -n 10 $(PY) bench/models.py --data $(DATA) --models $(MODELS)
 
 clean-state:
 	rm -rf $(FUSIONREC_HOME)

@@ -1,0 +1,319 @@
+"""Benchmark the baselines (and the GRU user encoder) under the published session protocol.
+
+    python bench/models.py --data $RECSYS_SHARED_DATA/diginetica-srgnn [--models pop,spop,item_knn]
+
+The folder holds `train_sessions.txt` (one session per line, item ids 1..n space-separated,
+`#` lines are comments) and `test_examples.tsv` (header `prefix<TAB>label`: a test session's
+prefix and the item that followed). This is the SR-GNN protocol (Wu et al., AAAI 2019):
+every model trains on the training sessions (each prefix predicts its next item), ranks
+ALL catalog items for every test prefix, and is judged by P@20 (= recall@20, one target)
+and MRR@20 (0 below rank 20), in %. Ranking and metrics are jobs/evaluation.py's: full
+catalog, ties ranked conservatively (the target below every item with the same score).
+
+Each model runs in a fresh Python process that loads the data, fits, and evaluates, so
+`peak_mb` is that process's peak resident set size (resource.getrusage ru_maxrss): it
+includes the interpreter, the libraries and the data, and no model pays for another.
+`train_s` is the wall-clock time of fitting only (for gru, including its per-epoch
+validation recall). Results go to bench/results/<folder name>.json as
+{model: {"P@20": %, "MRR@20": %, "train_s": s, "peak_mb": MB}}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))  # `python bench/models.py` puts only bench/ on the path
+
+from jobs.evaluation import evaluate_scorer  # noqa: E402
+from jobs.features import Examples  # noqa: E402
+from jobs.schema import EVENT_TYPE_INDEX, VIEW  # noqa: E402
+
+TRAIN_FILE = "train_sessions.txt"
+TEST_FILE = "test_examples.tsv"
+TEST_HEADER = ["prefix", "label"]
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
+MODELS = ("pop", "spop", "item_knn", "als", "gru")
+DEFAULT_MODELS = ("pop", "spop", "item_knn")
+K = 20
+PRECISION, MRR = f"P@{K}", f"MRR@{K}"
+# Scoring 1024 prefixes at a time keeps a [1024, n_items + 1] float32 block near 180 MB on DIGINETICA.
+EVAL_BATCH = 1024
+# Sessions only know clicks: every history event is a view.
+VIEW_TYPE = EVENT_TYPE_INDEX[VIEW]
+# The GRU early-stops on the prefixes of the chronologically last share of training sessions.
+GRU_VALID_SHARE = 0.1
+
+# P@20 / MRR@20 (%) as published for diginetica-srgnn: SR-GNN (Wu et al., AAAI 2019), Table 2,
+# copied from $RECSYS_SHARED_DATA/README.md. ALS has no published row (BPR-MF: 5.24 / 1.98).
+PUBLISHED = {
+    "diginetica-srgnn": {"pop": (0.89, 0.20), "spop": (21.06, 13.68), "item_knn": (35.75, 11.57),
+                         "gru": (29.45, 8.33)},
+}
+
+
+@dataclass(frozen=True)
+class SessionData:
+    train_sessions: list  # of int64 arrays, item ids in click order
+    test: Examples  # full-length prefixes, left-padded
+    n_items: int
+
+
+def read_train_sessions(path: Path) -> list[np.ndarray]:
+    """One int64 array per non-comment line; errors name the file and line."""
+    sessions = []
+    with open(path) as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if line.startswith("#") or not line.strip():
+                continue
+            sessions.append(_item_ids(line.split(), path, line_number))
+    if not sessions:
+        raise ValueError(f"{path}: no training session (every line is empty or a # comment)")
+    return sessions
+
+
+def read_test_examples(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
+    """(prefixes, labels) from `prefix<TAB>label` lines after the header."""
+    prefixes, labels = [], []
+    with open(path) as handle:
+        header = handle.readline().rstrip("\n").split("\t")
+        if header != TEST_HEADER:
+            raise ValueError(f"{path}: first line must be the header {'<TAB>'.join(TEST_HEADER)!r}, got {header}")
+        for line_number, line in enumerate(handle, start=2):
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) != 2 or not fields[0].strip():
+                raise ValueError(f"{path}:{line_number}: expected a non-empty prefix, a TAB and a label, got {line!r}")
+            prefixes.append(_item_ids(fields[0].split(), path, line_number))
+            labels.append(_item_ids([fields[1]], path, line_number)[0])
+    if not labels:
+        raise ValueError(f"{path}: no test example after the header")
+    return prefixes, np.array(labels, dtype=np.int64)
+
+
+def _item_ids(tokens: list[str], path: Path, line_number: int) -> np.ndarray:
+    try:
+        ids = np.array([int(token) for token in tokens], dtype=np.int64)
+    except ValueError:
+        raise ValueError(f"{path}:{line_number}: item ids must be integers, got {' '.join(tokens)!r}") from None
+    if (ids < 1).any():
+        raise ValueError(f"{path}:{line_number}: item ids start at 1 (0 is padding), got {ids.min()}")
+    return ids
+
+
+def left_padded(sequences: list[np.ndarray], length: int) -> np.ndarray:
+    """int32 [n, length]: each sequence's last `length` items, right-aligned, 0 in front."""
+    matrix = np.zeros((len(sequences), length), dtype=np.int32)
+    for row, sequence in enumerate(sequences):
+        kept = sequence[-length:]
+        matrix[row, length - len(kept):] = kept
+    return matrix
+
+
+def load_data(folder: Path) -> SessionData:
+    for name in (TRAIN_FILE, TEST_FILE):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder / name} does not exist: --data must hold {TRAIN_FILE} and {TEST_FILE}")
+    sessions = read_train_sessions(folder / TRAIN_FILE)
+    prefixes, labels = read_test_examples(folder / TEST_FILE)
+    n_items = int(max(max(session.max() for session in sessions), max(p.max() for p in prefixes), labels.max()))
+    # Histories keep every prefix event: S-POP counts the whole session, not a window of it.
+    items = left_padded(prefixes, max(len(prefix) for prefix in prefixes))
+    test = Examples(items=items, types=np.where(items != 0, VIEW_TYPE, 0).astype(np.int32),
+                    targets=labels.astype(np.int32), user_ids=np.arange(len(labels)))
+    return SessionData(sessions, test, n_items)
+
+
+# --- The models ---------------------------------------------------------------------------
+
+def fit_model(model: str, data: SessionData, options: argparse.Namespace):
+    """A fitted scorer, and the test examples it should be scored on."""
+    from jobs import baselines
+
+    if model == "pop":
+        return baselines.PopularityScorer(baselines.item_counts(data.train_sessions, data.n_items)), data.test
+    if model == "spop":
+        return baselines.SessionPopularityScorer.fit(data.train_sessions, data.n_items), data.test
+    if model == "item_knn":
+        return baselines.ItemKNNScorer.fit(data.train_sessions, data.n_items, neighbours=options.knn_neighbours,
+                                           regularization=options.knn_regularization,
+                                           include_self=options.knn_include_self), data.test
+    if model == "als":
+        return _fit_als(data, options), data.test
+    if model == "gru":
+        return _fit_gru(data, options)
+    raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
+
+
+def _fit_als(data: SessionData, options: argparse.Namespace):
+    from jobs.baselines import ALSScorer
+    from jobs.config import resolve_config
+    from jobs.spark import get_spark
+
+    spark = get_spark(resolve_config({"spark": {"master": options.spark_master}}))
+    try:
+        return ALSScorer.fit(spark, data.train_sessions, data.n_items, rank=options.als_rank,
+                             max_iter=options.als_iterations, seed=options.seed)
+    finally:
+        spark.stop()
+
+
+def _fit_gru(data: SessionData, options: argparse.Namespace):
+    """The nightly GRU user encoder (full softmax, tied embeddings) on the session prefixes.
+
+    Its inputs are the last --gru-max-len events (the nightly max_seq_len); it early-stops on
+    the prefixes of the last GRU_VALID_SHARE of training sessions, which the file lists in
+    time order, and trains on the rest.
+    """
+    from jobs.config import resolve_config
+    from jobs.encoder_scorers import user_encoder_scorer
+    from jobs.schema import N_EVENT_TYPES
+    from jobs.train_user_encoder import train_user_encoder
+
+    max_len = options.gru_max_len
+    n_train_sessions = int(round(len(data.train_sessions) * (1.0 - GRU_VALID_SHARE)))
+    train = prefix_examples(data.train_sessions[:n_train_sessions], max_len)
+    valid = prefix_examples(data.train_sessions[n_train_sessions:], max_len)
+    settings = {**resolve_config()["user_encoder"], "epochs": options.gru_epochs}
+    print(f"gru: {len(train)} training / {len(valid)} valid prefixes, settings {settings}", flush=True)
+    trained = train_user_encoder(train, valid, data.n_items, N_EVENT_TYPES, settings, seed=options.seed)
+    test = data.test
+    truncated = Examples(test.items[:, -max_len:], test.types[:, -max_len:], test.targets, test.user_ids)
+    return user_encoder_scorer(trained.encoder, trained.item_embeddings), truncated
+
+
+def prefix_examples(sessions: list[np.ndarray], max_len: int) -> Examples:
+    """Every prefix of every session -> its next item (the SR-GNN training examples)."""
+    histories, targets = [], []
+    for session in sessions:
+        for end in range(1, len(session)):
+            histories.append(session[max(0, end - max_len):end])
+            targets.append(session[end])
+    items = left_padded(histories, max_len)
+    return Examples(items=items, types=np.where(items != 0, VIEW_TYPE, 0).astype(np.int32),
+                    targets=np.array(targets, dtype=np.int32), user_ids=np.arange(len(targets)))
+
+
+def run_model(model: str, folder: Path, options: argparse.Namespace) -> dict:
+    """Load, fit (timed) and evaluate one model in this process; peak RSS of the process."""
+    data = load_data(folder)
+    started = time.monotonic()
+    scorer, test = fit_model(model, data, options)
+    train_s = time.monotonic() - started
+    started = time.monotonic()
+    metrics = evaluate_scorer(scorer, test, ks=(K,), batch_size=EVAL_BATCH)
+    print(f"{model}: fit {train_s:.1f} s, evaluation {time.monotonic() - started:.1f} s", flush=True)
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return {PRECISION: round(100 * metrics[f"recall@{K}"], 3), MRR: round(100 * metrics[f"mrr@{K}"], 3),
+            "train_s": round(train_s, 2), "peak_mb": round(peak_kib / 1024, 1)}
+
+
+# --- Driver: one process per model --------------------------------------------------------
+
+def run_in_fresh_process(model: str, options: argparse.Namespace) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
+        output = Path(scratch) / "result.json"
+        command = [sys.executable, str(Path(__file__).resolve()), *_forwarded_options(options),
+                   "--worker", model, "--worker-output", str(output)]
+        completed = subprocess.run(command)
+        if completed.returncode != 0 or not output.is_file():
+            raise SystemExit(f"model {model!r} failed (exit status {completed.returncode}); its output is above")
+        return json.loads(output.read_text())
+
+
+def _forwarded_options(options: argparse.Namespace) -> list[str]:
+    forwarded = ["--data", str(options.data)]
+    if options.knn_include_self:
+        forwarded.append("--knn-include-self")
+    for name in ("knn_neighbours", "knn_regularization", "als_rank", "als_iterations", "spark_master",
+                 "gru_epochs", "gru_max_len", "seed"):
+        forwarded += [f"--{name.replace('_', '-')}", str(getattr(options, name))]
+    return forwarded
+
+
+def results_table(results: dict, published: dict) -> str:
+    lines = [f"| model | {PRECISION} | {MRR} | published {PRECISION} | published {MRR} | train_s | peak_mb |",
+             "|---|---|---|---|---|---|---|"]
+    for model, row in results.items():
+        cited = published.get(model)
+        cited_cells = [f"{value:.2f}" for value in cited] if cited else ["-", "-"]
+        lines.append(f"| {model} | {row[PRECISION]:.2f} | {row[MRR]:.2f} | {' | '.join(cited_cells)} "
+                     f"| {row['train_s']:.1f} | {row['peak_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+def write_results(results: dict, path: Path) -> dict:
+    """Merge into the file's earlier results (a model re-run replaces its row); atomic write.
+
+    Merging lets slow models (gru) be run separately from the quick baselines.
+    """
+    merged = json.loads(path.read_text()) if path.is_file() else {}
+    merged.update(results)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_suffix(".json.tmp")
+    staging.write_text(json.dumps(merged, indent=2) + "\n")
+    os.replace(staging, path)
+    return merged
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    default_data = Path(os.environ.get("RECSYS_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")) / "diginetica-srgnn"
+    parser.add_argument("--data", type=Path, default=default_data,
+                        help=f"folder with {TRAIN_FILE} and {TEST_FILE} (default: {default_data})")
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                        help=f"comma-separated, from {', '.join(MODELS)} (default: %(default)s)")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where <folder name>.json goes")
+    parser.add_argument("--knn-neighbours", type=int, default=100, help="neighbours kept per item")
+    parser.add_argument("--knn-regularization", type=float, default=20.0, help="added to the cosine denominator")
+    parser.add_argument("--knn-include-self", action="store_true",
+                        help="let an item be its own neighbour (not the published protocol)")
+    parser.add_argument("--als-rank", type=int, default=64)
+    parser.add_argument("--als-iterations", type=int, default=10)
+    parser.add_argument("--spark-master", default="local[2]")
+    parser.add_argument("--gru-epochs", type=int, default=8, help="at most; early stopping on the valid share")
+    parser.add_argument("--gru-max-len", type=int, default=20, help="history events the GRU reads")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--worker", choices=MODELS, help=argparse.SUPPRESS)  # internal: run one model here
+    parser.add_argument("--worker-output", type=Path, help=argparse.SUPPRESS)
+    options = parser.parse_args(argv)
+    options.model_list = [name.strip() for name in options.models.split(",") if name.strip()]
+    unknown = [name for name in options.model_list if name not in MODELS]
+    if unknown or not options.model_list:
+        parser.error(f"--models: unknown or empty {unknown or options.models!r}; choose from {', '.join(MODELS)}")
+    return options
+
+
+def main(argv=None) -> dict:
+    """Run the chosen models, print the table beside the published one, write the JSON."""
+    options = parse_args(argv)
+    if options.worker:
+        try:
+            result = run_model(options.worker, options.data, options)
+        except (ValueError, FileNotFoundError) as error:  # bad input: its message, not a stack trace
+            raise SystemExit(f"bench {options.worker}: {error}") from None
+        options.worker_output.write_text(json.dumps(result))
+        return {options.worker: result}
+    if not options.data.is_dir():
+        raise SystemExit(f"--data {options.data} is not a folder (set RECSYS_SHARED_DATA or pass --data)")
+    results = {model: run_in_fresh_process(model, options) for model in options.model_list}
+    print(results_table(results, PUBLISHED.get(options.data.resolve().name, {})))
+    results_path = options.results_dir / f"{options.data.resolve().name}.json"
+    write_results(results, results_path)
+    print(f"written {results_path}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
