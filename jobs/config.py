@@ -48,6 +48,18 @@ DEFAULTS: dict = {
         "registered_model": "fusionrec-fused",
         "primary_metric": "ndcg@20",
     },
+    "validate": {  # whole-partition checks before clean (jobs/validate.py): hard ones stop the night
+        "max_malformed_share": 0.20,
+        "max_required_missing_share": 0.20,
+        "max_non_utf8_share": 0.01,
+        "max_null_share": 0.02,
+        "min_volume_ratio": 0.5,
+        "max_volume_ratio": 2.0,
+        "volume_trailing_days": 7,
+        "max_unknown_event_type_share": 0.01,
+        "max_outside_day_share": 0.01,
+        "max_future_skew_s": 3600.0,
+    },
     "clean": {
         "max_future_skew_s": 300,  # events up to 5 minutes ahead of the day's end are clock skew
         "max_price": 100000.0,

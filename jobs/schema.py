@@ -86,6 +86,7 @@ SEQUENCE_COLUMNS = (USER_ID, ITEM_IDX, EVENT_TYPE_IDX, TIMESTAMPS, SPLIT)
 LANDING_EVENTS = "landing/events"
 LANDING_CATALOG = "landing/catalog"
 RAW_EVENTS = "raw/events"
+RAW_FILE_GLOB = "*.jsonl.gz"  # the event files of a raw partition (other files are skipped)
 RAW_CATALOG = "raw/catalog"
 CLEAN_EVENTS = "clean/events"
 QUARANTINE_EVENTS = "quarantine/events"  # further partitioned by stage=
@@ -97,4 +98,5 @@ MODEL_USER_ENCODER = "models/user_encoder"
 MODEL_ITEM_ENCODER = "models/item_encoder"
 MODEL_FUSION = "models/fusion"
 REPORTS = "reports"
+DATA_QUALITY = "reports/data_quality"
 RECOMMENDATIONS = "recommendations"

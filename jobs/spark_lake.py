@@ -15,10 +15,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from jobs.lake import dataset_path, parse_ds, partition_path
-from jobs.schema import (CATALOG_FIELDS, DT, ITEM_ID, PRICE, QUARANTINE_EVENTS, RAW_CATALOG, RAW_EVENTS,
+from jobs.schema import (CATALOG_FIELDS, DT, ITEM_ID, PRICE, QUARANTINE_EVENTS, RAW_CATALOG, RAW_EVENTS, RAW_FILE_GLOB,
                          REASON, RECORD, STAGE)
 
-RAW_FILE_GLOB = "*.jsonl.gz"
 CORRUPT_RECORD = "_corrupt_record"  # filled by from_json with the text of a line it cannot parse
 
 

@@ -17,7 +17,7 @@ import time
 
 # Task order of the nightly DAG; each stage's module exposes the callable named here.
 STAGE_ORDER = (
-    "ingest", "clean", "denoise", "normalize_features", "train_user_encoder",
+    "ingest", "validate", "clean", "denoise", "normalize_features", "train_user_encoder",
     "train_item_encoder", "fuse", "evaluate", "register_and_gate", "batch_recommend",
 )
 
@@ -31,6 +31,11 @@ def _etl_dates(upstream: dict) -> list[str]:
 
 def _ingest(config, ds, upstream):
     return importlib.import_module("jobs.ingest").main(config, ds)
+
+
+def _validate(config, ds, upstream):
+    dates = _etl_dates(upstream)
+    return {"dates": dates, "summary": importlib.import_module("jobs.validate").main(config, dates)}
 
 
 def _clean(config, ds, upstream):
@@ -64,6 +69,7 @@ def _recommend(config, ds, upstream):
 
 STAGES = {
     "ingest": _ingest,
+    "validate": _validate,
     "clean": _clean,
     "denoise": _denoise,
     "normalize_features": _normalize,
