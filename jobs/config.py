@@ -65,9 +65,23 @@ DEFAULTS: dict = {
         "max_price": 100000.0,
         "double_click_s": 2,  # same user, item and event type within this gap = double click
     },
+    # Denoise rules (jobs/denoise.py). The bot, dwell and cap limits sit far outside what
+    # people do: on a generated tiny day the genuine users reach at most 7 distinct items in a
+    # minute, a gap CV of 0.83 at the lowest, 60 events in a session, 108 events in a day and a
+    # dwell of 3 s at the shortest. Minimum support is off (1 and 0): one night's support is
+    # too thin a sample (an item viewed 4 times tonight is the long tail, not noise).
     "denoise": {
         "bot_max_events_per_minute": 60,  # a user exceeding this in any minute is a bot
+        "bot_max_distinct_items_per_minute": 30,
+        "bot_regular_min_events": 20,
+        "bot_regular_max_cv": 0.1,  # gaps this regular (std/mean) over 20+ events: a script
+        "max_events_per_session": 500,
+        "accidental_click_max_dwell_s": 1.0,
         "collapse_consecutive_repeats": True,
+        "max_events_per_user_day": 2000,
+        "min_item_events": 1,
+        "min_session_item_events": 0,
+        "min_support_max_rounds": 10,
     },
     "user_encoder": {
         "embedding_dim": 64,

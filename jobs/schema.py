@@ -58,6 +58,12 @@ REASON_UNKNOWN_ITEM = "unknown_item"
 REASON_DUPLICATE = "exact_duplicate"
 REASON_DOUBLE_CLICK = "double_click"
 REASON_BOT = "bot_user"
+REASON_BOT_DISTINCT_ITEMS = "bot_distinct_items"
+REASON_BOT_REGULAR_TIMING = "bot_regular_timing"
+REASON_SESSION_LENGTH_OUTLIER = "session_length_outlier"
+REASON_ACCIDENTAL_CLICK = "accidental_click"
+REASON_HEAVY_USER_CAP = "heavy_user_cap"
+REASON_MIN_SUPPORT = "min_support"
 REASON_CONSECUTIVE_REPEAT = "consecutive_repeat"
 
 # --- Features written by normalize (the input of every model) -------------------------
