@@ -63,18 +63,44 @@ def run_dag(ds: str, run_conf: dict) -> str:
 
 
 def print_results(config: dict, ds: str) -> None:
+    from jobs.evaluate import markdown_table
+    from jobs.evaluation import parse_metric
+
     report_dir = partition_path(config, schema.REPORTS, ds)
-    table = Path(report_dir, "metrics.md")
+    metrics = json.loads(Path(report_dir, "metrics.json").read_text())
+    primary = config["mlflow"]["primary_metric"]
+    # The terminal gets the primary cutoff only; metrics.md has every cutoff, the primary
+    # metric's bootstrap interval, coverage and popularity, and metrics_detail.json segments.
+    suffix = f"@{parse_metric(primary)[1]}"
+    at_primary_k = {name: {m: v for m, v in values.items() if m.endswith(suffix)} for name, values in metrics.items()}
+    n_examples = json.loads(Path(report_dir, "metrics_detail.json").read_text())["n_examples"]
     print("\n" + "=" * 72)
-    print(f"Holdout metrics for {ds} (full-catalog ranking):\n")
-    print(table.read_text() if table.exists() else "(no report written)")
-    print(f"report: {report_dir}/metrics.json and metrics.md")
+    print(markdown_table(at_primary_k, primary, n_examples, ds))
+    print(f"full report (every cutoff, 95% intervals, coverage, segments): {report_dir}/metrics.md, "
+          "metrics.json, metrics_detail.json")
+    print(registry_summary(config))
     recommendations = partition_path(config, schema.RECOMMENDATIONS, ds)
     print(f"top-{config['top_k']} recommendations: {recommendations}")
     print(f"lake: {config['lake_root']}   MLflow: {config['mlflow']['tracking_uri']}")
     print("\nTo browse the runs and the model registry and trigger the DAG from the web UI:\n"
           "  make ui     # Airflow on http://127.0.0.1:8080 (user admin, password printed),"
           " MLflow on http://127.0.0.1:5000")
+
+
+def registry_summary(config: dict) -> str:
+    """One line on the newest registered version and the aliases it got from the gate."""
+    from mlflow import MlflowClient
+
+    from jobs.tracking import configure_mlflow
+
+    configure_mlflow(config)
+    name = config["mlflow"]["registered_model"]
+    versions = MlflowClient().search_model_versions(f"name = '{name}'")
+    if not versions:
+        return f"registry: no version of {name} yet"
+    newest = max(versions, key=lambda v: int(v.version))
+    aliases = ", ".join(newest.aliases) or "no alias"
+    return f"registry: {name} v{newest.version} → {aliases}. {newest.description or ''}".rstrip()
 
 
 def main(argv=None) -> int:
