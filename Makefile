@@ -45,7 +45,7 @@ test: venv
 ui: venv
 	$(PY) -m jobs.ui
 
-# Published session-recommendation protocol on real data (bench/README.md); MODELS=pop,spop,item_knn,als,gru
+# Published session-recommendation protocol on real data (bench/README.md); MODELS=pop,spop,item_knn,als,gru,sasrec
 DATA ?= $(RECSYS_SHARED_DATA)/diginetica-srgnn
 MODELS ?= pop,spop,item_knn
 bench-models: venv

@@ -1,4 +1,4 @@
-"""Benchmark the baselines (and the GRU user encoder) under the published session protocol.
+"""Benchmark the baselines (and the GRU and SASRec user encoders) under the published session protocol.
 
     python bench/models.py --data $RECSYS_SHARED_DATA/diginetica-srgnn [--models pop,spop,item_knn]
 
@@ -14,7 +14,7 @@ Each model runs in a fresh Python process that loads the data, fits, and evaluat
 `peak_mb` is that process's peak resident set size (resource.getrusage ru_maxrss): it
 includes the interpreter, the libraries and the data, and no model pays for another.
 `train_s` is the wall-clock time of fitting only (for gru, including its per-epoch
-validation recall). Results go to bench/results/<folder name>.json as
+validation recall; likewise sasrec). Results go to bench/results/<folder name>.json as
 {model: {"P@20": %, "MRR@20": %, "train_s": s, "peak_mb": MB}}.
 """
 
@@ -45,7 +45,7 @@ TRAIN_FILE = "train_sessions.txt"
 TEST_FILE = "test_examples.tsv"
 TEST_HEADER = ["prefix", "label"]
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
-MODELS = ("pop", "spop", "item_knn", "als", "gru")
+MODELS = ("pop", "spop", "item_knn", "als", "gru", "sasrec")
 DEFAULT_MODELS = ("pop", "spop", "item_knn")
 K = 20
 PRECISION, MRR = f"P@{K}", f"MRR@{K}"
@@ -53,7 +53,7 @@ PRECISION, MRR = f"P@{K}", f"MRR@{K}"
 EVAL_BATCH = 1024
 # Sessions only know clicks: every history event is a view.
 VIEW_TYPE = EVENT_TYPE_INDEX[VIEW]
-# The GRU early-stops on the prefixes of the chronologically last share of training sessions.
+# The user encoders (gru, sasrec) early-stop on the prefixes of the chronologically last share of training sessions.
 GRU_VALID_SHARE = 0.1
 
 # P@20 / MRR@20 (%) as published for diginetica-srgnn: SR-GNN (Wu et al., AAAI 2019), Table 2,
@@ -152,7 +152,11 @@ def fit_model(model: str, data: SessionData, options: argparse.Namespace):
     if model == "als":
         return _fit_als(data, options), data.test
     if model == "gru":
-        return _fit_gru(data, options)
+        return _fit_user_encoder(data, options, {"architecture": "gru", "epochs": options.gru_epochs})
+    if model == "sasrec":
+        return _fit_user_encoder(data, options, {
+            "architecture": "sasrec", "epochs": options.sasrec_epochs, "num_blocks": options.sasrec_blocks,
+            "num_heads": options.sasrec_heads, "dropout": options.sasrec_dropout})
     raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
 
 
@@ -169,9 +173,10 @@ def _fit_als(data: SessionData, options: argparse.Namespace):
         spark.stop()
 
 
-def _fit_gru(data: SessionData, options: argparse.Namespace):
-    """The nightly GRU user encoder (full softmax, tied embeddings) on the session prefixes.
+def _fit_user_encoder(data: SessionData, options: argparse.Namespace, overrides: dict):
+    """The nightly user encoder (full softmax, tied embeddings) on the session prefixes.
 
+    overrides replace keys of the configured user_encoder section (architecture, epochs, ...).
     Its inputs are the last --gru-max-len events (the nightly max_seq_len); it early-stops on
     the prefixes of the last GRU_VALID_SHARE of training sessions, which the file lists in
     time order, and trains on the rest.
@@ -185,8 +190,9 @@ def _fit_gru(data: SessionData, options: argparse.Namespace):
     n_train_sessions = int(round(len(data.train_sessions) * (1.0 - GRU_VALID_SHARE)))
     train = prefix_examples(data.train_sessions[:n_train_sessions], max_len)
     valid = prefix_examples(data.train_sessions[n_train_sessions:], max_len)
-    settings = {**resolve_config()["user_encoder"], "epochs": options.gru_epochs}
-    print(f"gru: {len(train)} training / {len(valid)} valid prefixes, settings {settings}", flush=True)
+    settings = {**resolve_config()["user_encoder"], **overrides}
+    print(f"{settings['architecture']}: {len(train)} training / {len(valid)} valid prefixes, settings {settings}",
+          flush=True)
     trained = train_user_encoder(train, valid, data.n_items, N_EVENT_TYPES, settings, seed=options.seed)
     test = data.test
     truncated = Examples(test.items[:, -max_len:], test.types[:, -max_len:], test.targets, test.user_ids)
@@ -237,7 +243,8 @@ def _forwarded_options(options: argparse.Namespace) -> list[str]:
     if options.knn_include_self:
         forwarded.append("--knn-include-self")
     for name in ("knn_neighbours", "knn_regularization", "als_rank", "als_iterations", "spark_master",
-                 "gru_epochs", "gru_max_len", "seed"):
+                 "gru_epochs", "gru_max_len", "sasrec_epochs", "sasrec_blocks", "sasrec_heads", "sasrec_dropout",
+                 "seed"):
         forwarded += [f"--{name.replace('_', '-')}", str(getattr(options, name))]
     return forwarded
 
@@ -283,7 +290,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--als-iterations", type=int, default=10)
     parser.add_argument("--spark-master", default="local[2]")
     parser.add_argument("--gru-epochs", type=int, default=8, help="at most; early stopping on the valid share")
-    parser.add_argument("--gru-max-len", type=int, default=20, help="history events the GRU reads")
+    parser.add_argument("--gru-max-len", type=int, default=20, help="history events the GRU (and SASRec) reads")
+    parser.add_argument("--sasrec-epochs", type=int, default=8, help="at most; early stopping on the valid share")
+    parser.add_argument("--sasrec-blocks", type=int, default=2, help="self-attention blocks")
+    parser.add_argument("--sasrec-heads", type=int, default=1, help="attention heads per block")
+    parser.add_argument("--sasrec-dropout", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--worker", choices=MODELS, help=argparse.SUPPRESS)  # internal: run one model here
     parser.add_argument("--worker-output", type=Path, help=argparse.SUPPRESS)

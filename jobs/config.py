@@ -84,6 +84,10 @@ DEFAULTS: dict = {
         "min_support_max_rounds": 10,
     },
     "user_encoder": {
+        "architecture": "gru",  # or "sasrec" (self-attention); the next three are sasrec's
+        "num_blocks": 2,
+        "num_heads": 1,
+        "dropout": 0.2,
         "embedding_dim": 64,
         "hidden_dim": 64,
         "epochs": 8,

@@ -95,11 +95,13 @@ def recall_at_k(scorer: EmbeddingScorer, items: np.ndarray, types: np.ndarray, t
     return float(np.mean(np.any(top == np.asarray(targets)[:, None], axis=1)))
 
 
-# --- The GRU user encoder ---------------------------------------------------------------
+# --- The user encoder (GRU or SASRec) ---------------------------------------------------
 
 def load_user_encoder_scorer(model_dir: str) -> EmbeddingScorer:
-    """Scorer of models/user_encoder/dt=<ds>: the GRU's user vector against the tied item table."""
+    """Scorer of models/user_encoder/dt=<ds>: the encoder's user vector against the tied item table."""
     import keras
+
+    import jobs.models.sasrec  # noqa: F401  registers the SASRec layers, so its saved models can be loaded
 
     encoder = keras.saving.load_model(_model_file(model_dir, MODEL_FILE), compile=False)
     return user_encoder_scorer(encoder, np.load(_model_file(model_dir, ITEM_EMBEDDINGS_FILE)))

@@ -1,4 +1,4 @@
-"""Nightly job: train the GRU user encoder on features/*/dt=<ds> -> models/user_encoder/dt=<ds>.
+"""Nightly job: train the user encoder (GRU or SASRec) on features/*/dt=<ds> -> models/user_encoder/dt=<ds>.
 
 extract: load_features; transform: train_user_encoder (examples in, fitted encoder out);
 load: the model directory, written atomically, and one MLflow run with params, per-epoch
@@ -23,6 +23,9 @@ from jobs.tracking import stage_run
 
 STAGE = "train_user_encoder"
 SECTION = "user_encoder"
+ARCHITECTURE_GRU = "gru"
+ARCHITECTURE_SASREC = "sasrec"
+ARCHITECTURES = (ARCHITECTURE_GRU, ARCHITECTURE_SASREC)
 
 
 @dataclass
@@ -70,21 +73,20 @@ def _require_examples(examples: Examples, split_name: str, ds: str) -> None:
 
 def train_user_encoder(train: Examples, valid: Examples, n_items: int, n_event_types: int, settings: dict,
                        seed: int, on_epoch_end: EpochLogger | None = None) -> TrainedUserEncoder:
-    """Fit the GRU encoder with full-softmax loss; early-stop on the valid examples.
+    """Fit the configured encoder (GRU or SASRec) with full-softmax loss; early-stop on the valid examples.
 
     settings: the user_encoder config section. on_epoch_end(epoch, logs) sees every
     epoch's loss, val_loss and val_recall_at_20.
     """
     import keras
 
-    from jobs.models.user_encoder import build_training_model, build_user_encoder, full_softmax_loss, item_table
+    from jobs.models.user_encoder import build_training_model, full_softmax_loss, item_table
 
     keras.utils.set_random_seed(seed)
     max_len = train.items.shape[1]
 
     def build_encoder():
-        return build_user_encoder(n_items, n_event_types, max_len, int(settings["embedding_dim"]),
-                                  int(settings["hidden_dim"]))
+        return build_encoder_from_settings(settings, n_items, n_event_types, max_len)
 
     with training_precision():
         encoder = build_encoder()
@@ -107,3 +109,21 @@ def train_user_encoder(train: Examples, valid: Examples, n_items: int, n_event_t
             on_epoch_end=on_epoch_end)
     exported = copy_to_float32(build_encoder, encoder)
     return TrainedUserEncoder(exported, item_table(exported), history)
+
+
+def build_encoder_from_settings(settings: dict, n_items: int, n_event_types: int, max_len: int):
+    """The encoder named by settings["architecture"] ("gru" when absent), with its optional keys' defaults."""
+    from jobs.models import sasrec
+    from jobs.models.user_encoder import build_user_encoder
+
+    architecture = settings.get("architecture", ARCHITECTURE_GRU)
+    embedding_dim, hidden_dim = int(settings["embedding_dim"]), int(settings["hidden_dim"])
+    if architecture == ARCHITECTURE_GRU:
+        return build_user_encoder(n_items, n_event_types, max_len, embedding_dim, hidden_dim)
+    if architecture == ARCHITECTURE_SASREC:
+        return sasrec.build_sasrec_encoder(
+            n_items, n_event_types, max_len, embedding_dim, hidden_dim,
+            num_blocks=int(settings.get("num_blocks", sasrec.DEFAULT_NUM_BLOCKS)),
+            num_heads=int(settings.get("num_heads", sasrec.DEFAULT_NUM_HEADS)),
+            dropout=float(settings.get("dropout", sasrec.DEFAULT_DROPOUT)))
+    raise ValueError(f"user_encoder.architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}")
