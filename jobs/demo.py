@@ -95,10 +95,12 @@ def registry_summary(config: dict) -> str:
 
     configure_mlflow(config)
     name = config["mlflow"]["registered_model"]
-    versions = MlflowClient().search_model_versions(f"name = '{name}'")
+    client = MlflowClient()
+    versions = client.search_model_versions(f"name = '{name}'")
     if not versions:
         return f"registry: no version of {name} yet"
-    newest = max(versions, key=lambda v: int(v.version))
+    # Search results carry no aliases; the version itself does.
+    newest = client.get_model_version(name, str(max(int(v.version) for v in versions)))
     aliases = ", ".join(newest.aliases) or "no alias"
     return f"registry: {name} v{newest.version} → {aliases}. {newest.description or ''}".rstrip()
 
