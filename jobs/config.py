@@ -6,7 +6,7 @@ JSON-serialisable dict: every job logs it to MLflow and saves it beside its outp
 
 Embedded defaults keep all state in `<checkout>/.fusionrec/` (git-ignored). A cluster
 deployment changes only configuration: FUSIONREC_LAKE (e.g. an s3a:// or shared path),
-FUSIONREC_SPARK_MASTER, MLFLOW_TRACKING_URI and FUSIONREC_MLFLOW_ARTIFACTS.
+FUSIONREC_SPARK_MASTER, FUSIONREC_MLFLOW_URI and FUSIONREC_MLFLOW_ARTIFACTS.
 """
 
 from __future__ import annotations
@@ -135,7 +135,9 @@ ENV_KEYS = {
     "FUSIONREC_SOURCE_FORMAT": "source.format",
     "FUSIONREC_SOURCE_PATH": "source.path",
     "FUSIONREC_SPARK_MASTER": "spark.master",
-    "MLFLOW_TRACKING_URI": "mlflow.tracking_uri",
+    # Not MLFLOW_TRACKING_URI: mlflow.set_tracking_uri() writes that variable into the
+    # process environment, so a config resolved after any MLflow call would inherit it.
+    "FUSIONREC_MLFLOW_URI": "mlflow.tracking_uri",
     "FUSIONREC_MLFLOW_ARTIFACTS": "mlflow.artifact_root",
 }
 

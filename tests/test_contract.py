@@ -42,6 +42,14 @@ def test_config_precedence_defaults_file_env_overrides(tmp_path):
     assert config["mlflow"]["tracking_uri"] == f"sqlite:///{tmp_path / 'home' / 'mlflow' / 'mlflow.db'}"
 
 
+def test_an_mlflow_call_elsewhere_in_the_process_does_not_redirect_the_store(tmp_path):
+    # mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI; the config must not follow it.
+    config = resolve_config(environ={"FUSIONREC_HOME": str(tmp_path), "MLFLOW_TRACKING_URI": "sqlite:////other.db"})
+    assert config["mlflow"]["tracking_uri"] == f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    assert resolve_config(environ={"FUSIONREC_MLFLOW_URI": "http://mlflow:5000"})["mlflow"]["tracking_uri"] == (
+        "http://mlflow:5000")
+
+
 def test_unreadable_config_file_is_a_clear_error(tmp_path):
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
