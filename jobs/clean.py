@@ -29,7 +29,7 @@ from __future__ import annotations
 
 
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from jobs.lake import dataset_path
@@ -95,6 +95,24 @@ def split_labeled(labeled: DataFrame, stage: str) -> tuple[DataFrame, DataFrame]
     quarantined = labeled.where(F.col(REASON).isNotNull()).select(
         F.lit(stage).alias(STAGE), REASON, RECORD, DT)
     return kept, quarantined
+
+
+def write_labeled(spark: SparkSession, config: dict, stage: str, kept_dataset: str, labeled: DataFrame,
+                  dates: list[str], also=None) -> tuple[dict, object]:
+    """Write a labeled frame's kept rows and quarantine; return (count_outcomes, also(labeled)).
+
+    The labels are cached once: they feed the counts, `also` and both writes, and
+    recomputing them (windows over a whole day) would multiply the work.
+    """
+    labeled = labeled.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        outcomes = count_outcomes(labeled, dates)
+        extra = also(labeled) if also is not None else None
+        kept, quarantined = split_labeled(labeled, stage)
+        replace_stage_output(spark, config, stage, kept_dataset, kept, quarantined, outcomes)
+    finally:
+        labeled.unpersist()
+    return outcomes, extra
 
 
 def parse_raw_lines(raw_lines: DataFrame) -> DataFrame:
@@ -229,14 +247,7 @@ def main(config: dict, dates: list[str]) -> dict:
     settings = config["clean"]
     labeled = label_events(raw_lines, catalog_items, max_future_skew_s=settings["max_future_skew_s"],
                            max_price=settings["max_price"], double_click_s=settings["double_click_s"])
-    # Cached: the labels feed the counts and both writes; recomputing would triple the work.
-    labeled = labeled.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        outcomes = count_outcomes(labeled, dates)
-        kept, quarantined = split_labeled(labeled, STAGE_NAME)
-        replace_stage_output(spark, config, STAGE_NAME, CLEAN_EVENTS, kept, quarantined, outcomes)
-    finally:
-        labeled.unpersist()
+    outcomes, _ = write_labeled(spark, config, STAGE_NAME, CLEAN_EVENTS, labeled, dates)
 
     clean_counts = count_by_date(spark, config, CLEAN_EVENTS, dates)
     quarantined_counts = count_quarantined(spark, config, STAGE_NAME, dates)

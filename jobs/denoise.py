@@ -65,10 +65,10 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from jobs.clean import split_labeled
+from jobs.clean import split_labeled, write_labeled
 from jobs.config import DEFAULTS as CONFIG_DEFAULTS
-from jobs.spark_lake import (check_conservation, count_by_date, count_outcomes, count_quarantined,
-                             read_event_partitions, replace_stage_output, validate_dates)
+from jobs.spark_lake import (check_conservation, count_by_date, count_quarantined,
+                             read_event_partitions, validate_dates)
 from jobs.schema import (CLEAN_COLUMNS, CLEAN_EVENTS, CLICK, DENOISED_EVENTS, DT, EVENT_ID, EVENT_TIME,
                          EVENT_TYPE, ITEM_ID, REASON, REASON_ACCIDENTAL_CLICK, REASON_BOT,
                          REASON_BOT_DISTINCT_ITEMS, REASON_BOT_REGULAR_TIMING, REASON_CONSECUTIVE_REPEAT,
@@ -306,15 +306,7 @@ def main(config: dict, dates: list[str]) -> dict:
     rules = rules_from_config(config["denoise"])
     events = read_event_partitions(spark, config, CLEAN_EVENTS, dates)
     labeled = label_noise(events, **rules)
-    # Cached: the labels feed the counts and both writes; recomputing would redo the windows.
-    labeled = labeled.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        outcomes = count_outcomes(labeled, dates)
-        users = removed_users(labeled)
-        kept, quarantined = split_labeled(labeled, STAGE_NAME)
-        replace_stage_output(spark, config, STAGE_NAME, DENOISED_EVENTS, kept, quarantined, outcomes)
-    finally:
-        labeled.unpersist()
+    outcomes, users = write_labeled(spark, config, STAGE_NAME, DENOISED_EVENTS, labeled, dates, also=removed_users)
 
     clean_counts = count_by_date(spark, config, CLEAN_EVENTS, dates)
     denoised_counts = count_by_date(spark, config, DENOISED_EVENTS, dates)
