@@ -6,9 +6,7 @@ catalog item. Scores are plain numpy: user vectors times the item vectors, with 
 0 (padding) at -inf so it can never be recommended.
 
 Everything is computed in batches of `batch_size` histories, so scoring 100k examples
-never holds more than one [batch_size, n_items + 1] block besides the result; callers
-that only need rankings should use `top_k` / `recall_at_k`, which never build the full
-[n, n_items + 1] matrix.
+never holds more than one [batch_size, n_items + 1] block besides the result.
 """
 
 from __future__ import annotations
@@ -63,12 +61,6 @@ class EmbeddingScorer:
         blocks = list(self.score_batches(items, types))
         return np.concatenate(blocks) if blocks else np.zeros((0, self.n_items + 1), dtype=np.float32)
 
-    def top_k(self, items: np.ndarray, types: np.ndarray, k: int) -> np.ndarray:
-        """int64 [n, k] item indices, best first (k is capped at n_items)."""
-        k = min(k, self.n_items)
-        blocks = [top_k_indices(scores, k) for scores in self.score_batches(items, types)]
-        return np.concatenate(blocks) if blocks else np.zeros((0, k), dtype=np.int64)
-
     def _batches(self, items: np.ndarray, types: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         if items.ndim != 2 or items.shape != types.shape:
             raise ValueError(f"items and types must be [n, L] arrays of the same shape, "
@@ -80,19 +72,17 @@ class EmbeddingScorer:
         return np.asarray(self._encode_histories(items, types), dtype=np.float32)
 
 
-def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
-    """Column indices of the k highest scores per row, best first."""
-    candidates = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, candidates, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(candidates, order, axis=1)
-
-
 def recall_at_k(scorer: EmbeddingScorer, items: np.ndarray, types: np.ndarray, targets: np.ndarray, k: int) -> float:
-    """Share of examples whose target item is among the scorer's top k (one target each)."""
+    """Share of examples whose target ranks in the catalog's top k, ranked exactly as
+    jobs.evaluation ranks every model (conservative ties), so training curves and reports agree."""
+    from types import SimpleNamespace
+
+    from jobs.evaluation import scorer_ranks
+
     if len(targets) == 0:
         raise ValueError("recall_at_k needs at least one example")
-    top = scorer.top_k(items, types, k)
-    return float(np.mean(np.any(top == np.asarray(targets)[:, None], axis=1)))
+    examples = SimpleNamespace(items=items, types=types, targets=np.asarray(targets))
+    return float(np.mean(scorer_ranks(scorer, examples, batch_size=scorer.batch_size) <= k))
 
 
 # --- The user encoder (GRU or SASRec) ---------------------------------------------------

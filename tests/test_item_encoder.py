@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from jobs.encoder_scorers import item_encoder_scorer, load_item_encoder_scorer, recall_at_k
+from jobs.evaluation import top_k
 from jobs.features import item_feature_arrays, make_examples, transition_pairs, write_features
 from jobs.models.item_encoder import info_nce_loss
 from jobs.schema import (
@@ -74,7 +75,7 @@ def test_top_k_and_recall_batch_over_examples():
     scorer = item_encoder_scorer(item_vectors)
     scorer.batch_size = 1  # force several blocks
     items = np.array([[1], [2]], dtype=np.int32)
-    np.testing.assert_array_equal(scorer.top_k(items, items, k=2), [[1, 3], [2, 3]])
+    np.testing.assert_array_equal(top_k(scorer.score(items, items), k=2), [[1, 3], [2, 3]])
     # Targets 3 and 1: item 3 is in row 0's top 2, item 1 is not in row 1's.
     assert recall_at_k(scorer, items, items, np.array([3, 1]), k=2) == 0.5
 
