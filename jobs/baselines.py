@@ -26,6 +26,16 @@ from jobs.schema import ITEM_IDX, POPULARITY, SPLIT
 _FLOAT32_EXACT_INTEGERS = 2 ** 24
 
 
+def checked_popularity(popularity, dtype) -> np.ndarray:
+    """Per-item counts [n_items + 1] as dtype, with a clear error for anything else."""
+    popularity = np.asarray(popularity, dtype=dtype)
+    if popularity.ndim != 1 or len(popularity) < 2:
+        raise ValueError(f"popularity must be a vector [n_items + 1] with n_items >= 1, got {popularity.shape}")
+    if not np.isfinite(popularity).all() or (popularity < 0).any():
+        raise ValueError("popularity counts must be finite and non-negative")
+    return popularity
+
+
 class PopularityScorer:
     """Recommends the items with the most events on the training days, to everyone.
 
@@ -36,11 +46,7 @@ class PopularityScorer:
     name = "popularity"
 
     def __init__(self, popularity: np.ndarray):
-        popularity = np.asarray(popularity, dtype=np.float32)
-        if popularity.ndim != 1 or len(popularity) < 2:
-            raise ValueError(f"popularity must be a vector [n_items + 1] with n_items >= 1, got {popularity.shape}")
-        if not np.isfinite(popularity).all() or (popularity < 0).any():
-            raise ValueError("popularity counts must be finite and non-negative")
+        popularity = checked_popularity(popularity, np.float32)
         self.popularity = popularity
         self._scores = popularity.copy()
         self._scores[0] = -np.inf  # index 0 is padding / out-of-vocabulary
@@ -146,11 +152,7 @@ class SessionPopularityScorer:
     name = "session_popularity"
 
     def __init__(self, popularity: np.ndarray):
-        popularity = np.asarray(popularity, dtype=np.float64)
-        if popularity.ndim != 1 or len(popularity) < 2:
-            raise ValueError(f"popularity must be a vector [n_items + 1] with n_items >= 1, got {popularity.shape}")
-        if not np.isfinite(popularity).all() or (popularity < 0).any():
-            raise ValueError("popularity counts must be finite and non-negative")
+        popularity = checked_popularity(popularity, np.float64)
         levels, level_of_item = np.unique(popularity[1:], return_inverse=True)
         self.n_levels = len(levels)
         self.popularity_level = np.concatenate([[0], level_of_item]).astype(np.float32)  # [0] = padding
