@@ -31,6 +31,11 @@ DEFAULTS: dict = {
     "source": {"format": "fusionrec", "path": None},
     "spark": {
         "master": "local[*]",
+        # "in_process": Spark stages start a driver inside the task's own process (laptop).
+        # "spark_submit": they run through `spark-submit` with the jobs package zipped and
+        # shipped (--py-files), so a cluster needs only master / conf / submit_args.
+        "deploy": "in_process",
+        "submit_args": [],  # extra spark-submit arguments, e.g. ["--deploy-mode", "client"]
         "app_name": "fusionrec",
         "conf": {
             "spark.sql.session.timeZone": "UTC",
@@ -60,6 +65,21 @@ DEFAULTS: dict = {
         "max_outside_day_share": 0.01,
         "max_future_skew_s": 3600.0,
     },
+    # Pseudonymization in clean: user ids become HMAC-SHA256(key, user_id) before anything
+    # leaves the stage. The key is read at run time and never stored in config (which is
+    # logged): env `key_env`, else the password of the Airflow connection `key_connection_id`,
+    # else `key_file`. The laptop default creates a random key file once; a cluster sets
+    # create_key_file false and provides the connection.
+    "privacy": {
+        "key_env": "FUSIONREC_USER_ID_KEY",
+        "key_connection_id": "fusionrec_user_id_key",
+        "key_file": None,  # default: <home>/secrets/user_id.key
+        "create_key_file": True,
+        "query_text": "tokenize",  # search text: "tokenize" (lowercase tokens, PII masked) or "drop"
+    },
+    # Events whose source has no session id get one: a new session starts after this much
+    # inactivity (the usual 30 minutes of web analytics).
+    "sessionize": {"inactivity_gap_s": 1800},
     "clean": {
         "max_future_skew_s": 300,  # events up to 5 minutes ahead of the day's end are clock skew
         "max_price": 100000.0,
@@ -83,6 +103,10 @@ DEFAULTS: dict = {
         "min_session_item_events": 0,
         "min_support_max_rounds": 10,
     },
+    # Rolling item statistics in normalize, over training days only (no leakage): counts
+    # and click / cart / purchase rates per view over each window ending at the last train
+    # day; rates are smoothed toward the catalog-wide rate with `prior_views` pseudo-views.
+    "item_stats": {"windows_days": [1, 7], "prior_views": 20.0},
     "user_encoder": {
         "architecture": "gru",  # or "sasrec" (self-attention); the next three are sasrec's
         "num_blocks": 2,
@@ -135,6 +159,7 @@ ENV_KEYS = {
     "FUSIONREC_SOURCE_FORMAT": "source.format",
     "FUSIONREC_SOURCE_PATH": "source.path",
     "FUSIONREC_SPARK_MASTER": "spark.master",
+    "FUSIONREC_SPARK_DEPLOY": "spark.deploy",
     # Not MLFLOW_TRACKING_URI: mlflow.set_tracking_uri() writes that variable into the
     # process environment, so a config resolved after any MLflow call would inherit it.
     "FUSIONREC_MLFLOW_URI": "mlflow.tracking_uri",
@@ -178,6 +203,7 @@ def resolve_config(overrides: dict | None = None, environ: dict | None = None) -
         config = deep_merge(config, overrides)
     home = config["home"]
     config["lake_root"] = config["lake_root"] or str(Path(home) / "lake")
+    config["privacy"]["key_file"] = config["privacy"]["key_file"] or str(Path(home) / "secrets" / "user_id.key")
     mlflow_config = config["mlflow"]
     mlflow_config["tracking_uri"] = mlflow_config["tracking_uri"] or f"sqlite:///{Path(home) / 'mlflow' / 'mlflow.db'}"
     mlflow_config["artifact_root"] = mlflow_config["artifact_root"] or str(Path(home) / "mlflow" / "artifacts")
