@@ -103,10 +103,11 @@ DEFAULTS: dict = {
         "min_session_item_events": 0,
         "min_support_max_rounds": 10,
     },
-    # Rolling item statistics in normalize, over training days only (no leakage): counts
-    # and click / cart / purchase rates per view over each window ending at the last train
-    # day; rates are smoothed toward the catalog-wide rate with `prior_views` pseudo-views.
-    "item_stats": {"windows_days": [1, 7], "prior_views": 20.0},
+    # Rolling item statistics in normalize, over training days only (no leakage): view counts
+    # and click / cart / purchase rates per view over the windows schema.ITEM_STAT_WINDOWS_DAYS
+    # ending at the last train day; rates are smoothed toward the catalog-wide rate with
+    # `prior_views` pseudo-views, so an item seen twice does not claim a 50% purchase rate.
+    "item_stats": {"prior_views": 20.0},
     "user_encoder": {
         "architecture": "gru",  # or "sasrec" (self-attention); the next three are sasrec's
         "num_blocks": 2,

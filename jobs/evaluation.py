@@ -71,6 +71,29 @@ class Scorer(Protocol):
         """Scores [n, n_items + 1] for left-padded histories items/types [n, L]."""
 
 
+class CatalogMaskedScorer:
+    """A scorer whose items outside `allowed` score -inf: never recommended, ranked last.
+
+    Vocabularies persist across nights (jobs/vocabulary.py), so a model's item space can hold
+    items that have left the catalog; they stay in the model (their past events still teach
+    it) but must not take a slot of a top-k list. Every other attribute is the wrapped
+    scorer's, so fusers built on masked base models see the same item vectors.
+    """
+
+    def __init__(self, scorer: Scorer, allowed: np.ndarray):
+        self.scorer = scorer
+        self.allowed = np.asarray(allowed, dtype=bool)
+
+    def score(self, items: np.ndarray, types: np.ndarray) -> np.ndarray:
+        scores = np.asarray(self.scorer.score(items, types))
+        if scores.shape[1:] != self.allowed.shape:
+            raise ValueError(f"{self.name}: scores have {scores.shape[1]} columns, the catalog mask {len(self.allowed)}")
+        return np.where(self.allowed[None, :], scores, -np.inf).astype(scores.dtype, copy=False)
+
+    def __getattr__(self, attribute):
+        return getattr(self.scorer, attribute)
+
+
 @dataclass(frozen=True)
 class FullCatalogResult:
     """One scorer's pass over all examples: what every report is computed from."""

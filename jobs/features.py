@@ -19,12 +19,14 @@ import pandas as pd
 
 from jobs.lake import partition_path, replace_partition
 from jobs.schema import (
-    CATEGORY_IDX, BRAND_IDX, EVENT_TYPE_IDX, FEATURE_ITEMS, FEATURE_META, FEATURE_SEQUENCES,
-    ITEM_FEATURE_COLUMNS, ITEM_IDX, POPULARITY, PRICE_BUCKET, PRICE_Z, SEQUENCE_COLUMNS, SPLIT,
+    CATEGORY_IDX, BRAND_IDX, EVENT_TYPE_IDX, FEATURE_ITEMS, FEATURE_META, FEATURE_SEQUENCES, IN_CATALOG,
+    ITEM_FEATURE_COLUMNS, ITEM_IDX, ITEM_STAT_COLUMNS, N_PRICE_BUCKETS, POPULARITY, PRICE_BUCKET, PRICE_Z, SEQUENCE_COLUMNS, SPLIT,
     TIMESTAMPS, TITLE_TOKENS, USER_ID,
 )
 
 META_FILE = "meta.json"
+SCALERS_FILE = "scalers.json"  # written by normalize beside meta.json
+_ITEM_FIXTURE_DEFAULTS = {IN_CATALOG: True, **{name: 0 for name in ITEM_STAT_COLUMNS}}
 # Keys of item_feature_arrays() that are not lake columns.
 LOG_POPULARITY = "log_popularity"
 DEFAULT_MAX_TITLE_TOKENS = 16
@@ -68,19 +70,27 @@ def load_features(config: dict, ds: str) -> Features:
     return Features(meta=meta, items=items, sequences=sequences)
 
 
-def write_features(config: dict, ds: str, meta: dict, items: pd.DataFrame, sequences: pd.DataFrame) -> None:
+def write_features(config: dict, ds: str, meta: dict, items: pd.DataFrame, sequences: pd.DataFrame,
+                   scalers: dict | None = None) -> None:
     """Write a feature partition from pandas frames, in the layout load_features reads.
 
     The nightly writer is the Spark normalize job; this is for test fixtures and small
-    local tools that need features without Spark.
+    local tools that need features without Spark. Item columns a fixture leaves out get
+    neutral values: in the catalog, no rolling statistics.
     """
+    items = items.assign(**{name: default for name, default in _ITEM_FIXTURE_DEFAULTS.items()
+                            if name not in items.columns})
     for dataset, frame, columns in ((FEATURE_ITEMS, items, ITEM_FEATURE_COLUMNS),
                                     (FEATURE_SEQUENCES, sequences, SEQUENCE_COLUMNS)):
         with replace_partition(partition_path(config, dataset, ds)) as staging:
             frame.loc[:, list(columns)].to_parquet(os.path.join(staging, "part-00000.parquet"), index=False)
+    scalers = scalers or {"fitted_on_dates": [], "price": {"transform": "log1p_standardize", "log1p_mean": 0.0,
+                                                           "log1p_std": 0.0, "bucket_cuts": []}}
     with replace_partition(partition_path(config, FEATURE_META, ds)) as staging:
         with open(os.path.join(staging, META_FILE), "w") as handle:
             json.dump(meta, handle)
+        with open(os.path.join(staging, SCALERS_FILE), "w") as handle:
+            json.dump(scalers, handle)
 
 
 def _read_meta(path: str) -> dict:
@@ -233,3 +243,44 @@ def vocabulary_size(meta: dict, key: str, observed_ids: np.ndarray) -> int:
     """
     largest_observed = int(observed_ids.max()) if observed_ids.size else 0
     return max(int(meta.get(key, 0)), largest_observed) + 1
+
+
+def catalog_mask(items: pd.DataFrame, n_items: int) -> np.ndarray | None:
+    """bool [n_items + 1]: which item indices may be recommended tonight (index 0 never).
+
+    None when every item may (the common case, so scorers skip the masking), and for an
+    items table written before in_catalog existed (an older champion's bundle).
+    """
+    if IN_CATALOG not in items.columns or bool(items[IN_CATALOG].all()):
+        return None
+    mask = np.zeros(n_items + 1, dtype=bool)
+    mask[items.loc[items[IN_CATALOG].astype(bool), ITEM_IDX].to_numpy(dtype=np.int64)] = True
+    return mask
+
+
+def read_scalers(config: dict, ds: str) -> dict:
+    """The scaling statistics normalize fitted for night ds (features/meta/dt=ds/scalers.json)."""
+    path = os.path.join(partition_path(config, FEATURE_META, ds), SCALERS_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"scaling statistics {path} do not exist: has the normalize job run for this date?")
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def scale_prices(prices, scalers: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(price_bucket int32, price_z float32) of raw prices, exactly as normalize computes them.
+
+    For serving a price normalize never saw. NaN or None means unknown: bucket 0, z 0.
+    """
+    price = np.asarray([np.nan if p is None else p for p in prices], dtype=np.float64)
+    known = ~np.isnan(price)
+    settings = scalers["price"]
+    cuts = np.asarray(settings["bucket_cuts"], dtype=np.float64)
+    # 1 + the number of cut points strictly below the price (normalize's _price_bucket).
+    bucket = np.where(known, 1 + (cuts[None, :] < price[:, None]).sum(axis=1), 0) if len(cuts) else np.zeros(len(price))
+    if settings["log1p_std"] == 0:
+        z = np.zeros(len(price))
+    else:
+        z = np.where(known, (np.log1p(np.where(known, price, 0.0)) - settings["log1p_mean"]) / settings["log1p_std"], 0.0)
+    assert len(cuts) in (0, N_PRICE_BUCKETS - 1), "bucket cuts are the deciles"
+    return bucket.astype(np.int32), z.astype(np.float32)

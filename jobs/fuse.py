@@ -54,7 +54,9 @@ def main(config: dict, ds: str) -> str:
     with stage_run(config, "fuse", ds):
         fusers, summaries = fit_fusers(base, fit_part, settings, primary, config["seed"])
         ks = _ks_with_primary(DEFAULT_KS, primary)
-        valid_metrics = {name: evaluate_scorer(scorer, holdout, ks) for name, scorer in {**base, **fusers}.items()}
+        masked_fusers = with_catalog_mask(fusers, features.items, features.n_items)
+        valid_metrics = {name: evaluate_scorer(scorer, holdout, ks)
+                         for name, scorer in {**base, **masked_fusers}.items()}
         vote_metrics = evaluate_scorer(equal_weight_vote(select_scorers(base, BASE_MODELS, VOTE_NAME),
                                                          settings["candidates_per_model"], settings["rrf_k"]),
                                        holdout, ks)
@@ -116,7 +118,18 @@ def load_base_scorers(user_encoder_dir: str, item_encoder_dir: str, items_df, n_
         if rows != n_items + 1:
             raise ValueError(f"{directory}: {name} has item vectors for {rows - 1} items, "
                              f"but the items table has n_items={n_items}; were they trained on another night?")
-    return base
+    return with_catalog_mask(base, items_df, n_items)
+
+
+def with_catalog_mask(scorers: dict, items_df, n_items: int) -> dict:
+    """Wrap every scorer so items that left tonight's catalog are never recommended."""
+    from jobs.evaluation import CatalogMaskedScorer
+    from jobs.features import catalog_mask
+
+    allowed = catalog_mask(items_df, n_items)
+    if allowed is None:
+        return scorers
+    return {name: CatalogMaskedScorer(scorer, allowed) for name, scorer in scorers.items()}
 
 
 def load_all_scorers(user_encoder_dir: str, item_encoder_dir: str, fusion_dir: str, items_df,
@@ -127,7 +140,7 @@ def load_all_scorers(user_encoder_dir: str, item_encoder_dir: str, fusion_dir: s
     fusers = {FeatureFusion.name: FeatureFusion.load(os.path.join(fusion_dir, FeatureFusion.name), base),
               StackingRanker.name: StackingRanker.load(os.path.join(fusion_dir, StackingRanker.name), base),
               RRF_NAME: RankFusion.load(os.path.join(fusion_dir, RRF_NAME), base)}
-    return {**base, **fusers}
+    return {**base, **with_catalog_mask(fusers, items_df, n_items)}
 
 
 def _subset(examples, rows: np.ndarray):

@@ -1,43 +1,52 @@
-"""Normalize: denoised events + day ds's catalog -> the integer features every model reads.
+"""Normalize: denoised events + the window's catalogs -> the integer features every model reads.
 
 Outputs for the logical date ds (each replaces only dt=ds):
-  features/items/dt=ds      one row per catalog item, schema.ITEM_FEATURE_COLUMNS
+  features/items/dt=ds      one row per item of the persistent item vocabulary,
+                            schema.ITEM_FEATURE_COLUMNS (in_catalog: listed in ds's catalog)
   features/sequences/dt=ds  one row per user, parallel arrays in time order, SEQUENCE_COLUMNS
-  features/meta/dt=ds/meta.json  vocabulary sizes, split dates and counts
+  features/meta/dt=ds/meta.json     vocabulary sizes, split dates and counts
+  features/meta/dt=ds/scalers.json  the price scaling fitted on the train days, for serving
+  state/vocabularies/<name>/dt=ds   the append-only vocabularies (jobs/vocabulary.py)
 
 Split by day: test = ds, valid = the day before, train = the earlier days of the window.
-Anything learned from data (popularity) uses train days only, so validation and test
-never leak into features. Vocabularies come from the catalog, which is not behaviour.
+Anything learned from data (popularity, rolling rates, price scaling) uses train days
+only, so validation and test never leak into features.
 
-Id conventions (schema): every vocabulary starts at 1 in sorted order, 0 means padding or
-unknown. meta's n_items / n_categories / n_brands / n_title_tokens / n_price_buckets are the
-largest id (an embedding needs n + 1 rows); n_event_types is schema.N_EVENT_TYPES, which
-already counts the padding 0.
+Id conventions (schema): vocabularies persist across nights and only grow (new values get
+the next ids, in sorted order); 0 means padding or unknown. meta's n_items / n_categories /
+n_brands / n_title_tokens / n_price_buckets are the largest id (an embedding needs n + 1
+rows); n_event_types is schema.N_EVENT_TYPES, which already counts the padding 0.
 """
 
 from __future__ import annotations
 
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 import dataclasses
 import json
 import os
 
-from jobs.spark_lake import read_catalog, read_event_partitions, write_partitions
+from jobs.spark_lake import read_catalog, read_event_partitions, union_all, write_partitions
 from jobs.lake import days_back, existing_partitions, parse_ds, partition_path, replace_partition
-from jobs.schema import (BRAND, BRAND_IDX, CATEGORY, CATEGORY_IDX, DENOISED_EVENTS, DT, EVENT_ID,
-                         EVENT_TIME, EVENT_TYPE, EVENT_TYPE_IDX, EVENT_TYPE_INDEX, FEATURE_ITEMS,
-                         FEATURE_META, FEATURE_SEQUENCES, ITEM_EVENT_TYPES,
-                         ITEM_ID, ITEM_IDX, N_EVENT_TYPES, N_PRICE_BUCKETS, POPULARITY, PRICE,
-                         PRICE_BUCKET, PRICE_Z, SEQUENCE_COLUMNS, SPLIT, SPLIT_NAMES, SPLIT_TEST,
-                         SPLIT_TRAIN, SPLIT_VALID, TIMESTAMPS, TITLE, TITLE_TOKENS, USER_ID)
+from jobs.schema import (ADD_TO_CART, BRAND, BRAND_IDX, CATALOG_FIELDS, CATEGORY, CATEGORY_IDX, CLICK,
+                         DENOISED_EVENTS, DT, EVENT_ID, EVENT_TIME, EVENT_TYPE, EVENT_TYPE_IDX,
+                         EVENT_TYPE_INDEX, FEATURE_ITEMS, FEATURE_META, FEATURE_SEQUENCES, IN_CATALOG,
+                         ITEM_EVENT_TYPES, ITEM_ID, ITEM_IDX, ITEM_STAT_COLUMNS, ITEM_STAT_WINDOWS_DAYS,
+                         N_EVENT_TYPES, N_PRICE_BUCKETS, POPULARITY, PRICE, PRICE_BUCKET, PRICE_Z,
+                         PURCHASE, RAW_CATALOG, SEQUENCE_COLUMNS, SPLIT, SPLIT_NAMES, SPLIT_TEST,
+                         SPLIT_TRAIN, SPLIT_VALID, TIMESTAMPS, TITLE, TITLE_TOKENS, USER_ID, VIEW,
+                         item_stat_column)
 from jobs.spark import get_spark
+from jobs.vocabulary import (extend_vocabulary, observed_values, previous_values, store_vocabulary,
+                             vocabulary_table)
 
 MIN_DATES = 3  # at least one day each for train, valid and test
 META_FILE = "meta.json"
+SCALERS_FILE = "scalers.json"
+TOKEN, TOKEN_ID = "token", "token_id"
+VIEW_COUNT_COLUMNS = tuple(item_stat_column("views", days) for days in ITEM_STAT_WINDOWS_DAYS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +78,17 @@ def plan_splits(ds: str, window_days: int, available: list[str]) -> SplitDates:
 
 # --- Items ---------------------------------------------------------------------------------
 
+def latest_snapshots(catalogs: DataFrame, ds: str) -> DataFrame:
+    """One row per item of the window's catalogs: its latest snapshot, and whether it is in ds's.
+
+    An item that left the catalog keeps its last known attributes (its events in the
+    training window still teach the models about it) but is never recommended.
+    """
+    newest_first = Window.partitionBy(ITEM_ID).orderBy(F.col(DT).desc())
+    return (catalogs.withColumn("_rank", F.row_number().over(newest_first)).where(F.col("_rank") == 1)
+            .select(*CATALOG_FIELDS, (F.col(DT) == F.lit(ds)).alias(IN_CATALOG)))
+
+
 def price_statistics(catalog: DataFrame) -> dict:
     """Decile cut points and log1p(price) mean / population std over the catalog's known prices."""
     deciles = [k / N_PRICE_BUCKETS for k in range(1, N_PRICE_BUCKETS)]
@@ -79,20 +99,78 @@ def price_statistics(catalog: DataFrame) -> dict:
     return {"cuts": row["cuts"] or [], "log_mean": row["mean"] or 0.0, "log_std": row["std"] or 0.0}
 
 
-def item_features(catalog: DataFrame, train_events: DataFrame, prices: dict) -> DataFrame:
-    """One row per catalog item with ITEM_FEATURE_COLUMNS; ids are deterministic.
+def title_words(snapshots: DataFrame) -> DataFrame:
+    """(item_id, position, token): the lowercased whitespace tokens of each title."""
+    words = F.filter(F.split(F.lower(F.col(TITLE)), r"\s+"), lambda word: word != "")
+    return snapshots.select(ITEM_ID, F.posexplode(words).alias("position", TOKEN))
 
-    prices is price_statistics(catalog); train_events are the events of the train days.
-    Building the plan already runs the (small) vocabulary jobs; the rest stays lazy.
+
+def title_token_ids(words: DataFrame, token_vocabulary: DataFrame) -> DataFrame:
+    """(item_id, title_tokens): each title's tokens as vocabulary ids, in title order."""
+    in_title_order = F.sort_array(F.collect_list(F.struct("position", TOKEN_ID)))
+    return (words.join(token_vocabulary, on=TOKEN).groupBy(ITEM_ID)
+            .agg(in_title_order.alias("tokens"))
+            .select(ITEM_ID, F.col(f"tokens.{TOKEN_ID}").cast("array<int>").alias(TITLE_TOKENS)))
+
+
+def item_statistics(item_ids: DataFrame, train_events: DataFrame, train_dates: list[str],
+                    prior_views: float) -> DataFrame:
+    """(item_id, popularity, ITEM_STAT_COLUMNS) for every item of item_ids, from the train days.
+
+    popularity counts every item event of the train days. For each window of W days ending at
+    the last train day: views_Wd, and ctr / cart_rate / purchase_rate_Wd = (events of the kind
+    + prior_views x the window's catalog-wide rate) / (views + prior_views); an item without
+    events gets the catalog-wide rate. Worked example, prior 20: catalog-wide 10 clicks per
+    100 views = 0.1; an item with 2 views and 1 click gets (1 + 20 x 0.1) / (2 + 20) = 0.136.
     """
-    popularity = (train_events.where(F.col(EVENT_TYPE).isin(*ITEM_EVENT_TYPES))
-                  .groupBy(ITEM_ID).agg(F.count(F.lit(1)).alias(POPULARITY)))
-    return (catalog
-            .join(_vocabulary(catalog, ITEM_ID, ITEM_IDX), on=ITEM_ID, how="inner")
-            .join(_vocabulary(catalog, CATEGORY, CATEGORY_IDX), on=CATEGORY, how="left")
-            .join(_vocabulary(catalog, BRAND, BRAND_IDX), on=BRAND, how="left")
-            .join(title_token_ids(catalog), on=ITEM_ID, how="left")
-            .join(popularity, on=ITEM_ID, how="left")
+    item_events = train_events.where(F.col(EVENT_TYPE).isin(*ITEM_EVENT_TYPES))
+    counts = [F.count(F.lit(1)).alias(POPULARITY)]
+    for days in ITEM_STAT_WINDOWS_DAYS:
+        window_dates = days_back(train_dates[-1], days) if train_dates else []
+        for event_type in (VIEW, CLICK, ADD_TO_CART, PURCHASE):
+            is_counted = F.col(DT).isin(*window_dates) & (F.col(EVENT_TYPE) == event_type)
+            counts.append(F.sum(F.when(is_counted, 1).otherwise(0)).alias(_window_count(event_type, days)))
+    per_item = item_ids.select(ITEM_ID).join(item_events.groupBy(ITEM_ID).agg(*counts), on=ITEM_ID, how="left")
+    per_item = per_item.fillna(0, subset=per_item.columns[1:])
+    totals = per_item.agg(*[F.sum(name).alias(name) for name in per_item.columns[1:]]).first()
+    columns = [ITEM_ID, F.col(POPULARITY).cast("long").alias(POPULARITY)]
+    for days in ITEM_STAT_WINDOWS_DAYS:
+        views = F.col(_window_count(VIEW, days))
+        total_views = totals[_window_count(VIEW, days)] or 0
+        columns.append(views.cast("long").alias(item_stat_column("views", days)))
+        for kind, event_type in (("ctr", CLICK), ("cart_rate", ADD_TO_CART), ("purchase_rate", PURCHASE)):
+            events = F.col(_window_count(event_type, days))
+            overall_rate = (totals[_window_count(event_type, days)] or 0) / total_views if total_views else 0.0
+            if prior_views > 0:
+                rate = (events + F.lit(prior_views * overall_rate)) / (views + F.lit(float(prior_views)))
+            else:  # unsmoothed: an item without views has no rate, 0 rather than 0 / 0
+                rate = F.when(views > 0, events / views).otherwise(F.lit(0.0))
+            columns.append(rate.cast("float").alias(item_stat_column(kind, days)))
+    return per_item.select(*columns)
+
+
+def _window_count(event_type: str, days: int) -> str:
+    return f"_{event_type}_{days}d"
+
+
+def item_features(snapshots: DataFrame, vocabularies: dict[str, DataFrame], prices: dict,
+                  statistics: DataFrame) -> DataFrame:
+    """One row per item of the item vocabulary with ITEM_FEATURE_COLUMNS.
+
+    snapshots is latest_snapshots(); vocabularies maps each of schema.VOCABULARY_NAMES to its
+    (value column, id column) table; statistics is item_statistics(). An item of the
+    vocabulary that no catalog of the window lists keeps zero attributes and in_catalog false.
+    """
+    def statistic(name: str) -> Column:
+        zero = F.lit(0).cast("long" if name in (POPULARITY, *VIEW_COUNT_COLUMNS) else "float")
+        return F.coalesce(F.col(name), zero).alias(name)
+
+    return (vocabularies["item"]
+            .join(snapshots, on=ITEM_ID, how="left")
+            .join(vocabularies["category"], on=CATEGORY, how="left")
+            .join(vocabularies["brand"], on=BRAND, how="left")
+            .join(title_token_ids(title_words(snapshots), vocabularies["title_token"]), on=ITEM_ID, how="left")
+            .join(statistics, on=ITEM_ID, how="left")
             .select(
                 ITEM_IDX, ITEM_ID,
                 F.coalesce(CATEGORY_IDX, F.lit(0)).cast("int").alias(CATEGORY_IDX),
@@ -100,32 +178,27 @@ def item_features(catalog: DataFrame, train_events: DataFrame, prices: dict) -> 
                 _price_bucket(prices["cuts"]).alias(PRICE_BUCKET),
                 _price_z(prices["log_mean"], prices["log_std"]).alias(PRICE_Z),
                 F.coalesce(TITLE_TOKENS, F.array().cast("array<int>")).alias(TITLE_TOKENS),
-                F.coalesce(POPULARITY, F.lit(0)).cast("long").alias(POPULARITY)))
+                statistic(POPULARITY),
+                F.coalesce(F.col(IN_CATALOG), F.lit(False)).alias(IN_CATALOG),
+                *[statistic(name) for name in ITEM_STAT_COLUMNS]))
 
 
-def _vocabulary(frame: DataFrame, column: str, index_column: str) -> DataFrame:
-    """(value, id): the distinct non-null values of column numbered 1.. in sorted order.
+def catalog_vocabularies(spark, config: dict, ds: str, snapshots: DataFrame) -> tuple[dict, dict]:
+    """Extend yesterday's vocabularies with the window's catalog snapshots and store tonight's.
 
-    Vocabularies are catalog-sized (items, brands, words), so the sorted values are
-    numbered on the driver, as Spark ML's StringIndexer does; a global row_number window
-    would instead funnel them through one partition. Events never come here.
+    Returns ({name: (value column, id column) table}, {meta size key: largest id}).
     """
-    distinct = frame.select(column).where(F.col(column).isNotNull()).distinct().orderBy(column)
-    values = [row[0] for row in distinct.collect()]
-    return frame.sparkSession.createDataFrame(
-        list(zip(values, range(1, len(values) + 1))),
-        T.StructType([T.StructField(column, T.StringType()), T.StructField(index_column, T.IntegerType())]))
-
-
-def title_token_ids(catalog: DataFrame) -> DataFrame:
-    """(item_id, title_tokens): lowercased whitespace tokens of the title as vocabulary ids."""
-    words = F.filter(F.split(F.lower(F.col(TITLE)), r"\s+"), lambda word: word != "")
-    tokens = catalog.select(ITEM_ID, F.posexplode(words).alias("position", "token"))
-    vocabulary = _vocabulary(tokens, "token", "token_id")
-    in_title_order = F.sort_array(F.collect_list(F.struct("position", "token_id")))
-    return (tokens.join(vocabulary, on="token").groupBy(ITEM_ID)
-            .agg(in_title_order.alias("tokens"))
-            .select(ITEM_ID, F.col("tokens.token_id").cast("array<int>").alias(TITLE_TOKENS)))
+    sources = {"item": (snapshots, ITEM_ID, ITEM_IDX, "n_items"),
+               "category": (snapshots, CATEGORY, CATEGORY_IDX, "n_categories"),
+               "brand": (snapshots, BRAND, BRAND_IDX, "n_brands"),
+               "title_token": (title_words(snapshots), TOKEN, TOKEN_ID, "n_title_tokens")}
+    tables, sizes = {}, {}
+    for name, (frame, value_column, id_column, size_key) in sources.items():
+        values = extend_vocabulary(previous_values(spark, config, name, ds), observed_values(frame, value_column))
+        store_vocabulary(spark, config, name, ds, values)
+        tables[name] = vocabulary_table(spark, values, value_column, id_column)
+        sizes[size_key] = len(values)
+    return tables, sizes
 
 
 def _price_bucket(cuts: list[float]) -> Column:
@@ -148,7 +221,7 @@ def _price_z(log_mean: float, log_std: float) -> Column:
 # --- Sequences -----------------------------------------------------------------------------
 
 def index_item_events(events: DataFrame, items: DataFrame, splits: SplitDates) -> DataFrame:
-    """Item events with user_id, event_time, event_id, item_idx (null if not in the catalog),
+    """Item events with user_id, event_time, event_id, item_idx (null if not in the vocabulary),
     event_type_idx, ts and split. Searches carry no item and are left out."""
     type_index = F.create_map(*[F.lit(value) for pair in EVENT_TYPE_INDEX.items() for value in pair])
     split = (F.when(F.col(DT) == splits.test, F.lit(SPLIT_TEST))
@@ -183,14 +256,6 @@ def count_indexed_events(indexed_events: DataFrame) -> tuple[dict, int]:
     return per_split, dropped
 
 
-def vocabulary_sizes(items: DataFrame) -> dict:
-    """Largest id of each catalog vocabulary (ids are dense, so this is also its size)."""
-    row = items.agg(F.count(F.lit(1)).alias("n_items"), F.max(CATEGORY_IDX).alias("n_categories"),
-                    F.max(BRAND_IDX).alias("n_brands"),
-                    F.max(F.array_max(TITLE_TOKENS)).alias("n_title_tokens")).first()
-    return {key: int(row[key] or 0) for key in ("n_items", "n_categories", "n_brands", "n_title_tokens")}
-
-
 # --- Job -------------------------------------------------------------------------------------
 
 def main(config: dict, ds: str) -> dict:
@@ -199,33 +264,61 @@ def main(config: dict, ds: str) -> dict:
     spark = get_spark(config)
     splits = plan_splits(ds, config["window_days"], existing_partitions(config, DENOISED_EVENTS))
     events = read_event_partitions(spark, config, DENOISED_EVENTS, splits.all)
-    catalog = read_catalog(spark, config, ds)
+    catalogs, catalog_dates = read_window_catalogs(spark, config, splits)
+    train_events = events.where(F.col(DT).isin(*splits.train))
 
-    prices = price_statistics(catalog)
-    items = item_features(catalog, events.where(F.col(DT).isin(*splits.train)), prices)
+    snapshots = latest_snapshots(catalogs, ds).persist(StorageLevel.MEMORY_AND_DISK)
+    vocabularies, sizes = catalog_vocabularies(spark, config, ds, snapshots)
+    # Scaling statistics come from the catalog as it stood on the training days, like every
+    # other learned number: the test day's new prices must not shape them. A source that
+    # lands no catalog for past days (only tonight's) leaves tonight's as the only choice.
+    fit_dates = [day for day in splits.train if day in catalog_dates] or [ds]
+    prices = price_statistics(latest_snapshots(catalogs.where(F.col(DT).isin(*fit_dates)), ds))
+    statistics = item_statistics(vocabularies["item"], train_events, splits.train,
+                                 config["item_stats"]["prior_views"])
+    items = item_features(snapshots, vocabularies, prices, statistics)
     items = items.persist(StorageLevel.MEMORY_AND_DISK)  # written, counted and joined to events
     indexed = index_item_events(events, items, splits).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         write_partitions(items.withColumn(DT, F.lit(ds)), config, FEATURE_ITEMS)
         write_partitions(build_sequences(indexed).withColumn(DT, F.lit(ds)), config, FEATURE_SEQUENCES)
         events_per_split, dropped = count_indexed_events(indexed)
-        sizes = vocabulary_sizes(items)
+        n_in_catalog = items.where(F.col(IN_CATALOG)).count()
     finally:
         indexed.unpersist()
         items.unpersist()
+        snapshots.unpersist()
     n_users = spark.read.parquet(partition_path(config, FEATURE_SEQUENCES, ds)).count()
 
+    scalers = scaling_statistics(prices, fit_dates)
     meta = {"ds": ds, **sizes, "n_event_types": N_EVENT_TYPES, "n_price_buckets": N_PRICE_BUCKETS,
+            "n_items_in_catalog": n_in_catalog,
             "train_dates": splits.train, "valid_date": splits.valid, "test_date": splits.test,
             "n_users": n_users, "events_per_split": events_per_split,
             "price_log_mean": prices["log_mean"], "price_log_std": prices["log_std"],
             "dropped_unknown_item": dropped}
-    write_meta(config, ds, meta)
+    write_meta(config, ds, meta, scalers)
     return meta
 
 
-def write_meta(config: dict, ds: str, meta: dict) -> None:
+def read_window_catalogs(spark, config: dict, splits: SplitDates) -> tuple[DataFrame, list[str]]:
+    """(the catalogs of the window's dates that have one, those dates); the test day's must exist."""
+    landed = set(existing_partitions(config, RAW_CATALOG))
+    dates = [day for day in splits.all if day in landed or day == splits.test]
+    return union_all([read_catalog(spark, config, day) for day in dates]), dates
+
+
+def scaling_statistics(prices: dict, fitted_on_dates: list[str]) -> dict:
+    """What serving needs to turn a raw price into the model's inputs exactly as normalize did
+    (jobs.features.scale_prices applies it)."""
+    return {"fitted_on_dates": list(fitted_on_dates),
+            "price": {"transform": "log1p_standardize", "log1p_mean": prices["log_mean"],
+                      "log1p_std": prices["log_std"], "bucket_cuts": [float(cut) for cut in prices["cuts"]]}}
+
+
+def write_meta(config: dict, ds: str, meta: dict, scalers: dict) -> None:
     with replace_partition(partition_path(config, FEATURE_META, ds)) as staging:
         with open(os.path.join(staging, META_FILE), "w") as handle:
             json.dump(meta, handle, indent=2, sort_keys=True)
-
+        with open(os.path.join(staging, SCALERS_FILE), "w") as handle:
+            json.dump(scalers, handle, indent=2, sort_keys=True)

@@ -74,6 +74,7 @@ PRICE_BUCKET = "price_bucket"  # 1..N_PRICE_BUCKETS (quantiles of catalog price)
 PRICE_Z = "price_z"  # standardized log1p(price), statistics from the catalog
 TITLE_TOKENS = "title_tokens"  # array<int>: token ids 1..n_title_tokens, no padding
 POPULARITY = "popularity"  # item-event count on training days only (no leakage)
+IN_CATALOG = "in_catalog"  # bool: in tonight's catalog; other vocabulary items are never recommended
 EVENT_TYPE_IDX = "event_type_idx"
 TIMESTAMPS = "ts"  # array<long>: epoch seconds
 SPLIT = "split"  # array<int>: per event, one of the split codes below
@@ -82,9 +83,22 @@ N_PRICE_BUCKETS = 10
 SPLIT_TRAIN, SPLIT_VALID, SPLIT_TEST = 0, 1, 2
 SPLIT_NAMES = {SPLIT_TRAIN: "train", SPLIT_VALID: "valid", SPLIT_TEST: "test"}
 
-# features/items/dt=D: one row per catalog item.
+# Rolling item statistics over the last W training days (normalize): view counts and
+# click / add-to-cart / purchase rates per view, smoothed toward the catalog-wide rate.
+ITEM_STAT_WINDOWS_DAYS = (1, 7)
+ITEM_STAT_KINDS = ("views", "ctr", "cart_rate", "purchase_rate")
+
+
+def item_stat_column(kind: str, window_days: int) -> str:
+    return f"{kind}_{window_days}d"
+
+
+ITEM_STAT_COLUMNS = tuple(item_stat_column(kind, days) for days in ITEM_STAT_WINDOWS_DAYS
+                          for kind in ITEM_STAT_KINDS)
+
+# features/items/dt=D: one row per item of the persistent item vocabulary (ids 1..n_items).
 ITEM_FEATURE_COLUMNS = (ITEM_IDX, ITEM_ID, CATEGORY_IDX, BRAND_IDX, PRICE_BUCKET, PRICE_Z,
-                        TITLE_TOKENS, POPULARITY)
+                        TITLE_TOKENS, POPULARITY, IN_CATALOG, *ITEM_STAT_COLUMNS)
 # features/sequences/dt=D: one row per user, parallel arrays sorted by time (item events only).
 SEQUENCE_COLUMNS = (USER_ID, ITEM_IDX, EVENT_TYPE_IDX, TIMESTAMPS, SPLIT)
 
@@ -99,7 +113,10 @@ QUARANTINE_EVENTS = "quarantine/events"  # further partitioned by stage=
 DENOISED_EVENTS = "denoised/events"
 FEATURE_ITEMS = "features/items"
 FEATURE_SEQUENCES = "features/sequences"
-FEATURE_META = "features/meta"  # meta.json: vocabulary sizes and the split dates
+FEATURE_META = "features/meta"  # meta.json: vocabulary sizes and the split dates; scalers.json
+# Append-only vocabularies, one dataset per name (jobs/vocabulary.py): <VOCABULARIES>/<name>/dt=D.
+VOCABULARIES = "state/vocabularies"
+VOCABULARY_NAMES = ("item", "category", "brand", "title_token")
 MODEL_USER_ENCODER = "models/user_encoder"
 MODEL_ITEM_ENCODER = "models/item_encoder"
 MODEL_FUSION = "models/fusion"

@@ -8,6 +8,8 @@ recall@20, final and cold-start metrics and the directory as artifacts.
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +17,7 @@ import pandas as pd
 
 from jobs.encoder_scorers import item_encoder_scorer, recall_at_k
 from jobs.features import (
-    Examples, item_feature_arrays, load_features, make_examples, transition_pairs,
+    SCALERS_FILE, Examples, item_feature_arrays, load_features, make_examples, read_scalers, transition_pairs,
     vocabulary_size,
 )
 from jobs.lake import partition_path, replace_partition
@@ -71,6 +73,10 @@ def main(config: dict, ds: str) -> str:
         with replace_partition(model_dir) as staging:
             write_model_dir(staging, trained.tower, trained.item_embeddings, model_config,
                             {**trained.history, "cold_start": cold_start})
+            # The price scaling the tower's inputs were built with: serving must featurize a
+            # new item's raw price with exactly these numbers (jobs.features.scale_prices).
+            with open(os.path.join(staging, SCALERS_FILE), "w") as handle:
+                json.dump(read_scalers(config, ds), handle, indent=2, sort_keys=True)
         mlflow.log_metrics({**final_metrics(trained.history), **cold_start})
         mlflow.log_artifacts(model_dir, artifact_path=SECTION)
     return model_dir

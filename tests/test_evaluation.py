@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jobs.baselines import PopularityScorer
-from jobs.evaluation import (NOT_RECOMMENDED, TopKListStatistics, bootstrap_intervals, evaluate_full_catalog,
-                             evaluate_scorer, example_segments, metric_contributions, mlflow_metric_key,
+from jobs.features import catalog_mask
+from jobs.evaluation import (NOT_RECOMMENDED, CatalogMaskedScorer, TopKListStatistics, bootstrap_intervals,
+                             evaluate_full_catalog, evaluate_scorer, example_segments, metric_contributions, mlflow_metric_key,
                              parse_metric, ranking_metrics, segment_metrics, target_ranks, top_k)
 from jobs.schema import EVENT_TYPE_IDX, ITEM_IDX, POPULARITY, SPLIT, SPLIT_TEST, TIMESTAMPS, USER_ID
 
@@ -392,3 +393,17 @@ def test_evaluation_settings_name_the_bad_key():
         evaluation_settings(dict(config, evaluation={"long_history_min_events": 0}))
     with pytest.raises(ValueError, match="evaluation.confidence"):
         evaluation_settings(dict(config, evaluation={"confidence": 95}))
+
+
+def test_items_out_of_the_catalog_are_never_recommended_and_rank_last():
+    # Items 1..4; item 2 left tonight's catalog. Row 0 scores item 2 best, so without the
+    # mask its top 2 would be [2, 3]; masked it is [3, 1], and a target 2 ranks below all 4.
+    items = pd.DataFrame({ITEM_IDX: [1, 2, 3, 4], "in_catalog": [True, False, True, True]})
+    allowed = catalog_mask(items, n_items=4)
+    scorer = CatalogMaskedScorer(MatrixScorer(np.array([[0.0, 0.5, 0.9, 0.7, 0.1]])), allowed)
+
+    assert list(allowed) == [False, True, False, True, True]
+    assert top_k(scorer.score(np.zeros((1, 1), dtype=int), None), 2).tolist() == [[3, 1]]
+    assert scorer.name == "matrix"  # other attributes are the wrapped scorer's
+    assert catalog_mask(items.assign(in_catalog=True), n_items=4) is None  # nothing to mask
+    assert catalog_mask(items.drop(columns="in_catalog"), n_items=4) is None  # an older bundle

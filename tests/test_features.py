@@ -128,7 +128,8 @@ def test_missing_partition_error_names_the_path(tmp_config):
 def test_missing_column_error_names_the_column(tmp_config):
     write_features(tmp_config, "2026-11-27", {"n_items": 7}, catalog(), two_user_sequences())
     items_dir = partition_path(tmp_config, FEATURE_ITEMS, "2026-11-27")
-    catalog().drop(columns=[BRAND_IDX]).to_parquet(os.path.join(items_dir, "part-00000.parquet"))
+    part = os.path.join(items_dir, "part-00000.parquet")
+    pd.read_parquet(part).drop(columns=[BRAND_IDX]).to_parquet(part)
     with pytest.raises(ValueError, match=f"features/items/dt=2026-11-27 lacks columns \\['{BRAND_IDX}'\\]"):
         load_features(tmp_config, "2026-11-27")
 

@@ -147,7 +147,8 @@ def test_nightly_job_writes_every_catalog_embedding_and_cold_start_metrics(tmp_c
     model_dir = train_item_encoder.main(config, ds)
 
     assert model_dir == os.path.join(tmp_config["lake_root"], "models/item_encoder", f"dt={ds}")
-    assert sorted(os.listdir(model_dir)) == ["config.json", "history.json", "item_embeddings.npy", "model.keras"]
+    assert sorted(os.listdir(model_dir)) == [
+        "config.json", "history.json", "item_embeddings.npy", "model.keras", "scalers.json"]
     embeddings = np.load(os.path.join(model_dir, "item_embeddings.npy"))
     assert embeddings.shape == (14, 8) and embeddings.dtype == np.float32 and np.all(embeddings[0] == 0)
     saved_config = json.load(open(os.path.join(model_dir, "config.json")))

@@ -7,9 +7,13 @@ import math
 import os
 
 import pytest
+from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from jobs import normalize, spark_lake
+import numpy as np
+
+from jobs import normalize, spark_lake, vocabulary
+from jobs.features import read_scalers, scale_prices
 from jobs.lake import partition_path
 from jobs.schema import (DENOISED_EVENTS, FEATURE_ITEMS, FEATURE_META, FEATURE_SEQUENCES,
                          ITEM_FEATURE_COLUMNS, RAW_CATALOG, SEQUENCE_COLUMNS)
@@ -19,7 +23,9 @@ EVENT_SCHEMA = ("event_id string, event_time timestamp, event_type string, user_
                 "session_id string, item_id string, query string, price double, dt string")
 CATALOG_SCHEMA = "item_id string, category string, brand string, price double, title string, dt string"
 ITEMS_SCHEMA = ("item_idx int, item_id string, category_idx int, brand_idx int, price_bucket int, "
-                "price_z float, title_tokens array<int>, popularity long")
+                "price_z float, title_tokens array<int>, popularity long, in_catalog boolean, "
+                "views_1d long, ctr_1d float, cart_rate_1d float, purchase_rate_1d float, "
+                "views_7d long, ctr_7d float, cart_rate_7d float, purchase_rate_7d float")
 SEQUENCES_SCHEMA = ("user_id string, item_idx array<int>, event_type_idx array<int>, ts array<long>, "
                     "split array<int>")
 
@@ -59,33 +65,93 @@ EVENTS = [
 SPLITS = normalize.SplitDates(train=[TRAIN_DAY], valid=VALID_DAY, test=TEST_DAY)
 
 
-def test_item_features_from_the_catalog_and_train_popularity(spark):
-    catalog = spark.createDataFrame(CATALOG, CATALOG_SCHEMA)
-    train_events = spark.createDataFrame([row for row in EVENTS if row[-1] == TRAIN_DAY], EVENT_SCHEMA)
+def first_night_vocabularies(spark, snapshots):
+    tables, _ = {}, None
+    for name, frame, value_column, id_column in (
+            ("item", snapshots, "item_id", "item_idx"), ("category", snapshots, "category", "category_idx"),
+            ("brand", snapshots, "brand", "brand_idx"),
+            ("title_token", normalize.title_words(snapshots), "token", "token_id")):
+        values = vocabulary.extend_vocabulary([], vocabulary.observed_values(frame, value_column))
+        tables[name] = vocabulary.vocabulary_table(spark, values, value_column, id_column)
+    return tables
 
-    prices = normalize.price_statistics(catalog)
-    items = normalize.item_features(catalog, train_events, prices)
+
+def build_items(spark, catalog_rows, train_rows, prior_views=20.0):
+    catalog = spark.createDataFrame(catalog_rows, CATALOG_SCHEMA)
+    snapshots = normalize.latest_snapshots(catalog, TEST_DAY)
+    vocabularies = first_night_vocabularies(spark, snapshots)
+    train_events = spark.createDataFrame(train_rows, EVENT_SCHEMA)
+    statistics = normalize.item_statistics(vocabularies["item"], train_events, [TRAIN_DAY], prior_views)
+    return normalize.item_features(snapshots, vocabularies, normalize.price_statistics(catalog), statistics)
+
+
+def test_item_features_from_the_catalog_and_train_statistics(spark):
+    prices = normalize.price_statistics(spark.createDataFrame(CATALOG, CATALOG_SCHEMA))
+    items = build_items(spark, CATALOG, [row for row in EVENTS if row[-1] == TRAIN_DAY])
 
     assert prices["log_mean"] == pytest.approx(2.5)
     assert prices["log_std"] == pytest.approx(math.sqrt(1.25))
-    # popularity: train day has a0 (i4) and a1 (i1); the search counts for nothing.
-    assertDataFrameEqual(items, spark.createDataFrame([
+    # popularity: the train day has a0 (view of i4) and a1 (click of i1); the search counts for
+    # nothing. Both windows (1 and 7 days) hold just that day: 1 view and 1 click in all, a
+    # catalog-wide ctr of 1.0, no carts or purchases. With 20 prior views: i1 (0 views, 1 click)
+    # (1 + 20) / 20 = 1.05; i4 (1 view) 20 / 21 = 0.952381; items without events the prior, 1.0.
+    stats = {"i1": (0, 1.05), "i4": (1, 20 / 21)}
+    expected = [
         (1, "i1", 1, 2, 1, -1.3416408, [2, 1], 1),
         (2, "i2", 2, 0, 4, -0.4472136, [], 0),
         (3, "i3", 2, 1, 7, 0.4472136, [2, 3, 4], 0),
         (4, "i4", 0, 1, 10, 1.3416408, [4], 1),
         (5, "i5", 1, 1, 0, 0.0, [1], 0),
-    ], ITEMS_SCHEMA))
+    ]
+    rows = []
+    for row in expected:
+        views, ctr = stats.get(row[1], (0, 1.0))
+        rows.append((*row, True, views, ctr, 0.0, 0.0, views, ctr, 0.0, 0.0))
+    assertDataFrameEqual(items, spark.createDataFrame(rows, ITEMS_SCHEMA))
+
+
+def test_rolling_windows_count_only_their_days_and_smooth_toward_the_window_rate(spark):
+    early, late = "2026-11-20", TRAIN_DAY  # 5 days apart: in the 7-day window, not the 1-day one
+    train = [event(f"e{n}", day, f"0{n}:00:00", kind, "u1", item) for n, (day, kind, item) in enumerate([
+        (early, "view", "i1"), (early, "purchase", "i1"), (late, "view", "i1"), (late, "view", "i2"),
+        (late, "add_to_cart", "i2"), (late, "click", "i2")])]
+    items = spark.createDataFrame([("i1",), ("i2",), ("i3",)], "item_id string")
+
+    stats = normalize.item_statistics(items, spark.createDataFrame(train, EVENT_SCHEMA), [early, late], 2.0)
+
+    # 1-day window (late only): 2 views, 1 click, 1 cart, 0 purchases -> rates 0.5, 0.5, 0.
+    #   i1: 1 view -> ctr (0 + 2 x 0.5) / (1 + 2) = 1/3, cart 1/3, purchase 0
+    #   i2: 1 view, 1 click, 1 cart -> (1 + 1) / 3 = 2/3 for ctr and cart; i3: the window rates.
+    # 7-day window: 3 views, 1 click, 1 cart, 1 purchase -> rates 1/3 each, prior 2 x 1/3 = 2/3.
+    #   i1: 2 views, 1 purchase (popularity 3) -> ctr (2/3) / 4 = 1/6, cart 1/6, purchase (1 + 2/3) / 4 = 5/12
+    #   i2: 1 view, 1 click, 1 cart -> (5/3) / 3 = 5/9 for ctr and cart, purchase (2/3) / 3 = 2/9
+    assertDataFrameEqual(stats, spark.createDataFrame([
+        ("i1", 3, 1, 1 / 3, 1 / 3, 0.0, 2, 1 / 6, 1 / 6, 5 / 12),
+        ("i2", 3, 1, 2 / 3, 2 / 3, 0.0, 1, 5 / 9, 5 / 9, 2 / 9),
+        ("i3", 0, 0, 0.5, 0.5, 0.0, 0, 1 / 3, 1 / 3, 1 / 3),
+    ], "item_id string, popularity long, views_1d long, ctr_1d float, cart_rate_1d float, "
+       "purchase_rate_1d float, views_7d long, ctr_7d float, cart_rate_7d float, purchase_rate_7d float"))
 
 
 def test_ten_distinct_prices_fill_the_ten_buckets(spark):
     # Deciles of 1..10 interpolate to 1.9, 2.8, ..., 9.1, so price p has p - 1 cuts below it.
-    catalog = spark.createDataFrame(
-        [(f"i{p:02d}", None, None, float(p), None, TEST_DAY) for p in range(1, 11)], CATALOG_SCHEMA)
-    items = normalize.item_features(catalog, spark.createDataFrame([], EVENT_SCHEMA),
-                                    normalize.price_statistics(catalog))
+    catalog = [(f"i{p:02d}", None, None, float(p), None, TEST_DAY) for p in range(1, 11)]
+    items = build_items(spark, catalog, [])
     assert sorted((row.item_id, row.price_bucket) for row in items.collect()) == [
         (f"i{p:02d}", p) for p in range(1, 11)]
+
+
+def test_serving_price_scaling_matches_normalize(spark):
+    catalog = [(f"i{p:02d}", None, None, float(p) ** 2, None, TEST_DAY) for p in range(1, 11)]
+    catalog.append(("i99", None, None, None, None, TEST_DAY))
+    items = build_items(spark, catalog, []).orderBy("item_id").collect()
+    prices = normalize.price_statistics(spark.createDataFrame(catalog, CATALOG_SCHEMA))
+    scalers = normalize.scaling_statistics(prices, [TRAIN_DAY])
+
+    buckets, z = scale_prices([row[3] for row in sorted(catalog)], scalers)
+
+    assert list(buckets) == [row.price_bucket for row in items]
+    assert np.allclose(z, [row.price_z for row in items], atol=1e-6)
 
 
 def test_sequences_are_time_ordered_item_events_with_their_split(spark):
@@ -139,7 +205,7 @@ def test_main_writes_items_sequences_and_meta(spark, tmp_config):
         "n_event_types": 6, "n_price_buckets": 10, "train_dates": [TRAIN_DAY], "valid_date": VALID_DAY,
         "test_date": TEST_DAY, "n_users": 2, "events_per_split": {"train": 2, "valid": 1, "test": 2},
         "price_log_mean": pytest.approx(2.5), "price_log_std": pytest.approx(math.sqrt(1.25)),
-        "dropped_unknown_item": 1}
+        "dropped_unknown_item": 1, "n_items_in_catalog": 5}
     with open(os.path.join(partition_path(tmp_config, FEATURE_META, TEST_DAY), "meta.json")) as handle:
         assert json.load(handle) == meta
     items = spark.read.parquet(partition_path(tmp_config, FEATURE_ITEMS, TEST_DAY))
@@ -157,3 +223,56 @@ def test_main_needs_three_days(spark, tmp_config):
     spark_lake.write_partitions(spark.createDataFrame(two_days, EVENT_SCHEMA), tmp_config, DENOISED_EVENTS)
     with pytest.raises(ValueError, match="at least 3"):
         normalize.main(tmp_config, TEST_DAY)
+
+
+NEXT_DAY = "2026-11-28"
+
+
+def item_rows(spark, config, ds):
+    items = spark.read.parquet(partition_path(config, FEATURE_ITEMS, ds))
+    return {row.item_id: (row.item_idx, row.brand_idx, row.in_catalog) for row in items.collect()}
+
+
+def test_vocabularies_persist_across_nights_and_only_grow(spark, tmp_config):
+    next_day_events = [event("n1", NEXT_DAY, "10:00:00", "view", "u1", "i0")]
+    spark_lake.write_partitions(spark.createDataFrame(EVENTS + next_day_events, EVENT_SCHEMA), tmp_config,
+                                DENOISED_EVENTS)
+    write_catalog(tmp_config, TEST_DAY, CATALOG)
+    # Night two: i3 left the catalog; i0 (sorting before every old id) and i6 arrive, with a
+    # new brand "beta" (sorting before acme and zeta).
+    write_catalog(tmp_config, NEXT_DAY, [row for row in CATALOG if row[0] != "i3"]
+                  + [("i0", "bags", "beta", 5.0, "bag", NEXT_DAY), ("i6", "shoes", "zeta", 6.0, None, NEXT_DAY)])
+
+    normalize.main(tmp_config, TEST_DAY)
+    second = normalize.main(tmp_config, NEXT_DAY)
+
+    # Yesterday's ids never change; new values take the next ids in sorted order: i0 6, i6 7,
+    # brand beta 3. i3 keeps its id and its last known brand (acme 1), but is out of the catalog.
+    assert item_rows(spark, tmp_config, NEXT_DAY) == {
+        "i1": (1, 2, True), "i2": (2, 0, True), "i3": (3, 1, False), "i4": (4, 1, True), "i5": (5, 1, True),
+        "i0": (6, 3, True), "i6": (7, 2, True)}
+    assert (second["n_items"], second["n_brands"], second["n_items_in_catalog"]) == (7, 3, 6)
+    # Re-running the first night rebuilds it from the night before it (none): same ids as before.
+    normalize.main(tmp_config, TEST_DAY)
+    assert item_rows(spark, tmp_config, TEST_DAY) == {
+        "i1": (1, 2, True), "i2": (2, 0, True), "i3": (3, 1, True), "i4": (4, 1, True), "i5": (5, 1, True)}
+    # The train days (11-25, 11-26) have no catalog here, so the price scaling fell back to tonight's.
+    scalers = read_scalers(tmp_config, NEXT_DAY)
+    assert scalers["fitted_on_dates"] == [NEXT_DAY] and len(scalers["price"]["bucket_cuts"]) == 9
+
+
+def test_a_damaged_vocabulary_stops_the_night(spark, tmp_config):
+    vocabulary.store_vocabulary(spark, tmp_config, "item", TRAIN_DAY, ["i1", "i2"])
+    table = spark.createDataFrame([("i1", 1), ("i2", 3)], "value string, id int")
+    spark_lake.write_partitions(table.withColumn("dt", F.lit(VALID_DAY)), tmp_config,
+                                vocabulary.vocabulary_dataset("item"))
+
+    assert vocabulary.previous_values(spark, tmp_config, "item", VALID_DAY) == ["i1", "i2"]
+    with pytest.raises(ValueError, match="ids must be exactly 1..2"):
+        vocabulary.previous_values(spark, tmp_config, "item", TEST_DAY)
+
+
+def test_extend_vocabulary_appends_unseen_values_in_sorted_order():
+    assert vocabulary.extend_vocabulary(["b", "d"], ["e", None, "a", "d", "a"]) == ["b", "d", "a", "e"]
+    with pytest.raises(ValueError, match="twice"):
+        vocabulary.extend_vocabulary(["a", "a"], [])
