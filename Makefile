@@ -24,7 +24,7 @@ SCALE ?= small
 DAYS ?= 14
 INPUT ?=
 
-.PHONY: venv demo test ui bench-models clean-state
+.PHONY: venv demo test ui bench-models bench-etl clean-state
 
 venv: $(VENV)/.installed
 
@@ -50,6 +50,12 @@ DATA ?= $(RECSYS_SHARED_DATA)/diginetica-srgnn
 MODELS ?= pop,spop,item_knn
 bench-models: venv
 	nice -n 10 $(PY) bench/models.py --data $(DATA) --models $(MODELS)
+
+# Spark (local[2]) against single-process pandas on the clean -> denoise -> normalize chain
+# (bench/README.md); generated data is kept in $(FUSIONREC_HOME)/bench-etl for re-runs.
+SIZES ?= 1000000 10000000 50000000
+bench-etl: venv
+	nice -n 10 $(PY) bench/etl.py --sizes $(SIZES) --work-dir $(FUSIONREC_HOME)/bench-etl
 
 clean-state:
 	rm -rf $(FUSIONREC_HOME)
