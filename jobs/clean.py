@@ -23,16 +23,36 @@ exactly one reason: the first rule it fails, in this fixed order
 Rules 1-8 look at one line; 9 and 10 compare lines, so they only see lines that passed 1-8.
 Events up to max_future_skew_s after midnight stay in day D: that is clock skew, not a
 future event. A null price is allowed (searches have none; an item event may lack one).
+
+The kept events are then finished before they are written (finish_clean_events):
+
+  pseudonymize  user_id becomes HMAC-SHA256(key, user_id) as 64 hex characters, and the
+                free search text (query) is tokenized with e-mail addresses and long
+                numbers masked, or dropped (config privacy; jobs/privacy.py). The key comes
+                from the environment, an Airflow connection or a key file at run time,
+                never from code or the logged config.
+  sessionize    events without a session id get one by inactivity gap (config sessionize;
+                jobs/sessionize.py). It runs on the hashed ids, because a generated session
+                id embeds the user id. Sessions stay within their day.
+
+Both only rewrite columns, so every raw line still ends up in exactly one output and the
+job asserts raw = clean + quarantined per date. Nothing downstream of clean/events sees a
+raw user id or raw search text. The quarantine keeps each rejected raw line exactly as it
+came: it is the raw tier's audit trail (a line too broken to parse has no user id to hash),
+and so needs the same access control as raw/.
 """
 
 from __future__ import annotations
 
+import functools
+from typing import Callable
 
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from jobs.lake import dataset_path
+from jobs.privacy import check_query_mode, keyed_hash, masked_query, resolve_user_id_key
 from jobs.schema import (CLEAN_COLUMNS, CLEAN_EVENTS, DT, EVENT_ID, EVENT_TIME, EVENT_TYPE,
                          EVENT_TYPES, ITEM_EVENT_TYPES, ITEM_ID, PRICE, QUERY,
                          RAW_EVENT_FIELDS, RAW_EVENTS, REASON, REASON_BAD_PRICE,
@@ -40,6 +60,7 @@ from jobs.schema import (CLEAN_COLUMNS, CLEAN_EVENTS, DT, EVENT_ID, EVENT_TIME, 
                          REASON_FUTURE_TIMESTAMP, REASON_MALFORMED, REASON_MISSING_KEY,
                          REASON_UNKNOWN_EVENT_TYPE, REASON_UNKNOWN_ITEM, REASON_WRONG_DAY,
                          RECORD, SESSION_ID, STAGE, USER_ID)
+from jobs.sessionize import sessionize
 from jobs.spark import get_spark
 from jobs.spark_lake import (CORRUPT_RECORD, RAW_FILE_GLOB, all_text_schema, check_conservation,
                              count_by_date, count_outcomes, count_quarantined, parsed_price,
@@ -86,20 +107,28 @@ def label_events(raw_lines: DataFrame, catalog_items: DataFrame, *, max_future_s
     return _label_double_clicks(_label_exact_duplicates(row_labeled), double_click_s)
 
 
-def split_labeled(labeled: DataFrame, stage: str) -> tuple[DataFrame, DataFrame]:
+def split_labeled(labeled: DataFrame, stage: str,
+                  finish_kept: Callable[[DataFrame], DataFrame] | None = None) -> tuple[DataFrame, DataFrame]:
     """(kept events: CLEAN_COLUMNS + dt, the stage's quarantine rows: QUARANTINE_COLUMNS).
 
     labeled has the clean columns, dt, reason (null = kept) and record (what to quarantine).
+    finish_kept, if given, transforms the kept events (same rows and columns) before they
+    are returned; the quarantine is never passed through it.
     """
     kept = labeled.where(F.col(REASON).isNull()).select(*CLEAN_COLUMNS, DT)
+    if finish_kept is not None:
+        kept = finish_kept(kept).select(*CLEAN_COLUMNS, DT)
     quarantined = labeled.where(F.col(REASON).isNotNull()).select(
         F.lit(stage).alias(STAGE), REASON, RECORD, DT)
     return kept, quarantined
 
 
 def write_labeled(spark: SparkSession, config: dict, stage: str, kept_dataset: str, labeled: DataFrame,
-                  dates: list[str], also=None) -> tuple[dict, object]:
+                  dates: list[str], also=None,
+                  finish_kept: Callable[[DataFrame], DataFrame] | None = None) -> tuple[dict, object]:
     """Write a labeled frame's kept rows and quarantine; return (count_outcomes, also(labeled)).
+
+    finish_kept: see split_labeled (clean pseudonymizes and sessionizes its kept rows).
 
     The labels are cached once: they feed the counts, `also` and both writes, and
     recomputing them (windows over a whole day) would multiply the work.
@@ -108,11 +137,22 @@ def write_labeled(spark: SparkSession, config: dict, stage: str, kept_dataset: s
     try:
         outcomes = count_outcomes(labeled, dates)
         extra = also(labeled) if also is not None else None
-        kept, quarantined = split_labeled(labeled, stage)
+        kept, quarantined = split_labeled(labeled, stage, finish_kept)
         replace_stage_output(spark, config, stage, kept_dataset, kept, quarantined, outcomes)
     finally:
         labeled.unpersist()
     return outcomes, extra
+
+
+def pseudonymize(kept: DataFrame, key: bytes, query_mode: str) -> DataFrame:
+    """Kept events with user_id as its keyed hash and query masked (privacy.masked_query)."""
+    return (kept.withColumn(USER_ID, keyed_hash(F.col(USER_ID), key))
+            .withColumn(QUERY, masked_query(F.col(QUERY), query_mode)))
+
+
+def finish_clean_events(kept: DataFrame, *, key: bytes, query_mode: str, inactivity_gap_s: float) -> DataFrame:
+    """Pseudonymize, then sessionize: a generated session id embeds the (hashed) user id."""
+    return sessionize(pseudonymize(kept, key, query_mode), inactivity_gap_s)
 
 
 def parse_raw_lines(raw_lines: DataFrame) -> DataFrame:
@@ -123,7 +163,9 @@ def parse_raw_lines(raw_lines: DataFrame) -> DataFrame:
     """
     parsed = F.from_json(RECORD, all_text_schema(RAW_EVENT_FIELDS), {"columnNameOfCorruptRecord": CORRUPT_RECORD})
     # from_json gives null for an empty line and fills _corrupt_record for any other non-object.
-    malformed = parsed.isNull() | parsed[CORRUPT_RECORD].isNotNull()
+    # JSON text must be UTF-8 (RFC 8259); invalid bytes inside a string would otherwise be
+    # decoded to U+FFFD and the damaged event kept.
+    malformed = parsed.isNull() | parsed[CORRUPT_RECORD].isNotNull() | ~F.is_valid_utf8(RECORD)
     return raw_lines.select(RECORD, DT, *[parsed[name].alias(name) for name in RAW_EVENT_FIELDS],
                             malformed.alias(_MALFORMED))
 
@@ -148,7 +190,9 @@ def _parsed_event_time() -> Column:
 def _first_failing_row_rule(max_future_skew_s: float, max_price: float) -> Column:
     """Rules 1-8 as one column: coalesce picks the code of the first rule that fails."""
     def blank(name: str) -> Column:
-        return F.col(name).isNull() | (F.trim(F.col(name)) == "")
+        # (?U): Unicode whitespace (tab, CR/LF, no-break and ideographic spaces), which
+        # trim() would not strip: an id of a lone tab is missing, as validate counts it.
+        return F.col(name).isNull() | F.col(name).rlike(r"(?U)^\s*$")
 
     is_item_event = F.col(EVENT_TYPE).isin(*ITEM_EVENT_TYPES)
     # Integer microseconds since the epoch: exact comparisons, independent of the session
@@ -234,6 +278,11 @@ def main(config: dict, dates: list[str]) -> dict:
     Returns {date: {"raw_lines", "clean", "quarantined", "reasons": {reason: rows}}}.
     """
     dates = validate_dates(dates)
+    # Settings and key first: a missing key should stop the night before any Spark work.
+    finish_kept = functools.partial(
+        finish_clean_events, key=resolve_user_id_key(config),
+        query_mode=check_query_mode(config["privacy"]["query_text"]),
+        inactivity_gap_s=config["sessionize"]["inactivity_gap_s"])
     spark = get_spark(config)
     raw_lines = read_raw_lines(spark, config, dates)
     raw_counts = {ds: 0 for ds in dates}
@@ -247,7 +296,7 @@ def main(config: dict, dates: list[str]) -> dict:
     settings = config["clean"]
     labeled = label_events(raw_lines, catalog_items, max_future_skew_s=settings["max_future_skew_s"],
                            max_price=settings["max_price"], double_click_s=settings["double_click_s"])
-    outcomes, _ = write_labeled(spark, config, STAGE_NAME, CLEAN_EVENTS, labeled, dates)
+    outcomes, _ = write_labeled(spark, config, STAGE_NAME, CLEAN_EVENTS, labeled, dates, finish_kept=finish_kept)
 
     clean_counts = count_by_date(spark, config, CLEAN_EVENTS, dates)
     quarantined_counts = count_quarantined(spark, config, STAGE_NAME, dates)

@@ -119,6 +119,11 @@ DEFAULTS: dict = {
         "batch_size": 256,
         "learning_rate": 0.003,
         "patience": 2,
+        # "full_softmax" scores every catalog item per example; "sampled_softmax" scores the
+        # batch's other targets (in-batch negatives) plus `num_sampled_negatives` items drawn by
+        # popularity, with the logQ correction, for catalogs too large for a full softmax.
+        "loss": "full_softmax",
+        "num_sampled_negatives": 512,
     },
     "item_encoder": {
         "embedding_dim": 64,
@@ -132,10 +137,17 @@ DEFAULTS: dict = {
         "recency_decay": 0.8,  # the scorer's weight of a history item k steps back: 0.8**k
         "popularity_dropout": 0.2,  # share of training lookups that see popularity 0, as a new item does
     },
+    # Baselines fitted nightly (jobs/train_baselines.py): yardsticks and fusion members. Item-KNN
+    # and ALS learn from sessions (a user's train events cut at this much inactivity).
+    "baselines": {
+        "session_gap_s": 1800,
+        "item_knn": {"neighbours": 100, "regularization": 20.0, "alpha": 0.5},
+        "als": {"rank": 32, "reg_param": 0.1, "alpha": 10.0, "max_iter": 10},
+    },
     "fusion": {
         "candidates_per_model": 50,
         "rrf_k": 60,
-        "rrf_grid_steps": 10,
+        "rrf_grid_steps": 5,  # RRF weights in multiples of 1/5: 252 grid points for the six members
         "feature_fusion_dim": 32,
         "feature_fusion_epochs": 10,
         "feature_fusion_batch_size": 256,
@@ -147,7 +159,8 @@ DEFAULTS: dict = {
         "ks": [1, 5, 10, 20],  # cutoffs reported; the primary metric's is always added
         "exclude_seen": False,  # True: items already in the history can't be recommended
         "long_history_min_events": 5,  # segment boundary: short vs long histories
-        "bootstrap_resamples": 200,  # percentile bootstrap over examples for the CIs
+        "bootstrap_resamples": 200,  # percentile bootstrap for the CIs
+        "bootstrap_unit": "user",  # resample whole users (their examples are correlated) or "example"
         "confidence": 0.95,
     },
 }
@@ -161,6 +174,9 @@ ENV_KEYS = {
     "FUSIONREC_SOURCE_PATH": "source.path",
     "FUSIONREC_SPARK_MASTER": "spark.master",
     "FUSIONREC_SPARK_DEPLOY": "spark.deploy",
+    # "false" on a cluster: a missing user-id key must stop the night, not mint a new key
+    # (which would split every user's history at that night). jobs/privacy.py reads the text.
+    "FUSIONREC_CREATE_KEY_FILE": "privacy.create_key_file",
     # Not MLFLOW_TRACKING_URI: mlflow.set_tracking_uri() writes that variable into the
     # process environment, so a config resolved after any MLflow call would inherit it.
     "FUSIONREC_MLFLOW_URI": "mlflow.tracking_uri",

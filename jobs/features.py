@@ -20,7 +20,8 @@ import pandas as pd
 from jobs.lake import partition_path, replace_partition
 from jobs.schema import (
     CATEGORY_IDX, BRAND_IDX, EVENT_TYPE_IDX, FEATURE_ITEMS, FEATURE_META, FEATURE_SEQUENCES, IN_CATALOG,
-    ITEM_FEATURE_COLUMNS, ITEM_IDX, ITEM_STAT_COLUMNS, N_PRICE_BUCKETS, POPULARITY, PRICE_BUCKET, PRICE_Z, SEQUENCE_COLUMNS, SPLIT,
+    ITEM_FEATURE_COLUMNS, ITEM_IDX, ITEM_STAT_COLUMNS, N_PRICE_BUCKETS, POPULARITY, PRICE_BUCKET, PRICE_Z,
+    SEQUENCE_COLUMNS, SPLIT,
     TIMESTAMPS, TITLE_TOKENS, USER_ID,
 )
 
@@ -276,11 +277,15 @@ def scale_prices(prices, scalers: dict) -> tuple[np.ndarray, np.ndarray]:
     known = ~np.isnan(price)
     settings = scalers["price"]
     cuts = np.asarray(settings["bucket_cuts"], dtype=np.float64)
-    # 1 + the number of cut points strictly below the price (normalize's _price_bucket).
-    bucket = np.where(known, 1 + (cuts[None, :] < price[:, None]).sum(axis=1), 0) if len(cuts) else np.zeros(len(price))
+    if len(cuts) not in (0, N_PRICE_BUCKETS - 1):
+        raise ValueError(f"scalers price.bucket_cuts must hold the {N_PRICE_BUCKETS - 1} decile cuts, got {len(cuts)}")
+    # 1 + the number of cut points strictly below the price (normalize's _price_bucket);
+    # no cuts (a catalog without prices): every bucket unknown, as in normalize.
+    below = (cuts[None, :] < price[:, None]).sum(axis=1)
+    bucket = np.where(known & (len(cuts) > 0), 1 + below, 0)
     if settings["log1p_std"] == 0:
         z = np.zeros(len(price))
     else:
-        z = np.where(known, (np.log1p(np.where(known, price, 0.0)) - settings["log1p_mean"]) / settings["log1p_std"], 0.0)
-    assert len(cuts) in (0, N_PRICE_BUCKETS - 1), "bucket cuts are the deciles"
+        log_price = np.log1p(np.where(known, price, 0.0))
+        z = np.where(known, (log_price - settings["log1p_mean"]) / settings["log1p_std"], 0.0)
     return bucket.astype(np.int32), z.astype(np.float32)

@@ -7,8 +7,11 @@ every stage proves row conservation per date with check_conservation.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import re
+import urllib.parse
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -80,10 +83,74 @@ def read_catalog(spark: SparkSession, config: dict, ds: str) -> DataFrame:
 
 
 def _read_text_files(spark: SparkSession, folder: str, missing_message: str) -> DataFrame:
-    """The lines of the folder's RAW_FILE_GLOB files (other files, e.g. a manifest, are skipped)."""
+    """The lines of the folder's RAW_FILE_GLOB files (other files, e.g. a manifest, are skipped).
+
+    Lazy: a file Spark cannot decompress fails the first action on the frame, deep inside
+    the stage; readable_read_errors() turns that failure into an UnreadableFileError.
+    """
     if not path_exists(spark, folder):  # checked first: Spark would log a stack trace
         raise ValueError(missing_message)
     return spark.read.option("pathGlobFilter", RAW_FILE_GLOB).text(folder)
+
+
+class UnreadableFileError(ValueError):
+    """A lake file Spark could not read; the message names the file and the cause."""
+
+
+# Spark 4 wraps any failure of a file scan in this error class, with the file's URI.
+_FAILED_READ = re.compile(r"FAILED_READ_FILE[.A-Z_]*\] Encountered error while reading file (\S+?)\.(?=\s|$)")
+_CAUSED_BY = re.compile(r"^Caused by: (.+)$", re.MULTILINE)
+# What the innermost Java exception means for a gzip JSON-lines file.
+_READ_FAILURE_HINTS = (
+    ("java.io.EOFException", "the gzip stream ends early: a truncated copy, or not gzip at all"),
+    ("java.io.IOException: not a gzip file", "not a gzip file, although its name ends in .gz"),
+    ("java.util.zip.ZipException", "not a readable gzip file"),
+    ("org.apache.parquet", "not a readable Parquet file"),
+)
+
+
+@contextlib.contextmanager
+def readable_read_errors():
+    """Turn Spark's failure to read a lake file into one line naming the file and the cause.
+
+    Spark reads lazily, so an unreadable file (a truncated gzip, a corrupt Parquet footer)
+    fails whichever action first scans it, as a Py4J error whose message is a Java stack
+    trace. Everything else propagates unchanged.
+
+    Why fail instead of quarantining what could be read: Spark's text reader cannot return
+    the lines of a gzip file before the point where it breaks, except with
+    spark.sql.files.ignoreCorruptFiles, which drops the rest of the file without counting
+    it. The lines after the break are unknown, so no stage could prove raw = kept +
+    quarantined for that date: the night stops, naming the file to land again (validate,
+    which runs first, reports the same file and how many lines it had before the break).
+    """
+    try:
+        yield
+    except Exception as error:
+        unreadable = unreadable_file_error(error)
+        if unreadable is None:
+            raise
+        raise unreadable from None
+
+
+def unreadable_file_error(error: BaseException) -> UnreadableFileError | None:
+    """The UnreadableFileError that a Spark read failure stands for, else None."""
+    text = "\n".join(part for part in (str(error), getattr(error, "_stackTrace", None)) if part)
+    failed = _FAILED_READ.search(text)
+    if failed is None:
+        return None
+    causes = _CAUSED_BY.findall(text)
+    root_cause = causes[-1].strip() if causes else "no cause given"
+    hint = next((hint for prefix, hint in _READ_FAILURE_HINTS if root_cause.startswith(prefix)),
+                "Spark could not read it")
+    return UnreadableFileError(f"cannot read {_readable_path(failed.group(1))}: {hint} ({root_cause}); "
+                               f"land the file again, then re-run the date")
+
+
+def _readable_path(uri: str) -> str:
+    """A local file as a plain path (Spark names it file:///... and URL-encoded); others as given."""
+    parsed = urllib.parse.urlparse(uri)
+    return urllib.parse.unquote(parsed.path) if parsed.scheme == "file" else uri
 
 
 def read_event_partitions(spark: SparkSession, config: dict, dataset: str, dates: list[str]) -> DataFrame:

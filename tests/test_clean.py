@@ -10,6 +10,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from jobs import clean, spark_lake
 from jobs.lake import partition_path
+from jobs.privacy import hash_user_id
 from jobs.schema import (CLEAN_EVENTS, RAW_CATALOG, RAW_EVENTS, REASON_BAD_PRICE,
                          REASON_BAD_TIMESTAMP, REASON_DOUBLE_CLICK, REASON_DUPLICATE,
                          REASON_FUTURE_TIMESTAMP, REASON_MALFORMED, REASON_MISSING_KEY,
@@ -21,6 +22,7 @@ RULES = dict(max_future_skew_s=300, max_price=1000.0, double_click_s=2)
 KEPT_SCHEMA = ("event_id string, event_time timestamp, event_type string, user_id string, "
                "session_id string, item_id string, query string, price double, dt string")
 QUARANTINE_SCHEMA = "stage string, reason string, record string, dt string"
+TEST_KEY = "test-user-id-key"
 
 
 def line(event_id, event_time, event_type="view", user_id="u1", item_id="i1", price=10.0, query=None,
@@ -164,6 +166,53 @@ def test_main_conserves_lines_and_a_rerun_replaces_only_its_date(spark, tmp_conf
     assert file_stamps(day_folder) == day_stamps
     assert sorted_rows(spark, day_folder) == day_clean
     assert len(sorted_rows(spark, spark_lake.quarantine_partition_path(tmp_config, "clean", DAY))) == 3
+
+
+def test_pseudonymize_hashes_user_ids_and_masks_search_text(spark):
+    key = TEST_KEY.encode()
+    kept = spark.createDataFrame([
+        ("e1", utc("2026-11-27T10:00:00"), "search", "u1", "s1", None, "Shoes for jane@example.com", None, DAY),
+        ("e2", utc("2026-11-27T10:00:01"), "view", "u2", None, "i1", None, 10.0, DAY),
+    ], KEPT_SCHEMA)
+
+    assertDataFrameEqual(clean.pseudonymize(kept, key, "tokenize"), spark.createDataFrame([
+        ("e1", utc("2026-11-27T10:00:00"), "search", hash_user_id("u1", key), "s1", None, "shoes for <email>",
+         None, DAY),
+        ("e2", utc("2026-11-27T10:00:01"), "view", hash_user_id("u2", key), None, "i1", None, 10.0, DAY),
+    ], KEPT_SCHEMA))
+    assert [row.query for row in clean.pseudonymize(kept, key, "drop").collect()] == [None, None]
+
+
+def test_main_writes_hashed_users_and_filled_sessions_and_quarantines_the_raw_line(spark, tmp_config, monkeypatch):
+    monkeypatch.setenv(tmp_config["privacy"]["key_env"], TEST_KEY)
+    u1, u2 = hash_user_id("u1", TEST_KEY.encode()), hash_user_id("u2", TEST_KEY.encode())
+    # u1 has no source sessions: 10:00 and 10:05 form one, 11:00 (55 minutes later) another.
+    # u2 keeps its source session s7. The malformed line still names u1 in clear text.
+    malformed = '{"event_id": "e9", "user_id": "u1", "query": "call 0171 5551234"'
+    land(tmp_config, DAY, [
+        line("e1", "2026-11-27T10:00:00Z", session_id=None),
+        line("e2", "2026-11-27T10:05:00Z", "search", item_id=None, price=None, query="Call 0171 5551234",
+             session_id=None),
+        line("e3", "2026-11-27T11:00:00Z", item_id="i2", session_id=None),
+        line("e4", "2026-11-27T10:00:00Z", user_id="u2", session_id="s7"),
+        malformed,
+    ])
+
+    summary = clean.main(tmp_config, [DAY])
+
+    assert summary == {DAY: {"raw_lines": 5, "clean": 4, "quarantined": 1, "reasons": {REASON_MALFORMED: 1}}}
+    session_10, session_11 = f"{u1}-1795773600000000", f"{u1}-1795777200000000"  # 10:00, 11:00 UTC
+    assert utc("2026-11-27T10:00:00").timestamp() == 1795773600
+    written = spark.read.parquet(partition_path(tmp_config, CLEAN_EVENTS, DAY))
+    assertDataFrameEqual(written, spark.createDataFrame([
+        ("e1", utc("2026-11-27T10:00:00"), "view", u1, session_10, "i1", None, 10.0),
+        ("e2", utc("2026-11-27T10:05:00"), "search", u1, session_10, None, "call <number>", None),
+        ("e3", utc("2026-11-27T11:00:00"), "view", u1, session_11, "i2", None, 10.0),
+        ("e4", utc("2026-11-27T10:00:00"), "view", u2, "s7", "i1", None, 10.0),
+    ], KEPT_SCHEMA.removesuffix(", dt string")))
+    assert all(len(user) == 64 and int(user, 16) >= 0 for user in (u1, u2))
+    quarantine = spark.read.parquet(spark_lake.quarantine_partition_path(tmp_config, "clean", DAY))
+    assert [row.record for row in quarantine.collect()] == [malformed]
 
 
 def test_missing_raw_folder_names_the_path(spark, tmp_config):
