@@ -16,11 +16,13 @@ index 0 (padding / out of catalog) in a sequence is skipped.
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Iterable
 
 import numpy as np
 
-from jobs.schema import ITEM_IDX, POPULARITY, SPLIT
+from jobs.schema import ITEM_IDX, POPULARITY, SPLIT, TIMESTAMPS
 
 # float32 represents every integer below 2**24 exactly; S-POP's integer scores must stay below.
 _FLOAT32_EXACT_INTEGERS = 2 ** 24
@@ -48,6 +50,7 @@ class PopularityScorer:
     def __init__(self, popularity: np.ndarray):
         popularity = checked_popularity(popularity, np.float32)
         self.popularity = popularity
+        self.n_items = len(popularity) - 1
         self._scores = popularity.copy()
         self._scores[0] = -np.inf  # index 0 is padding / out-of-vocabulary
 
@@ -89,6 +92,25 @@ def training_sequences(sequences_df, split: int) -> list[np.ndarray]:
     return selected
 
 
+def session_sequences(sequences_df, split: int, inactivity_gap_s: float) -> list[np.ndarray]:
+    """Like training_sequences, but each user's events cut into sessions at gaps > inactivity_gap_s.
+
+    Co-occurrence baselines (Item-KNN, ALS) learn from what is consumed *together*; a user's
+    twelve days as one bag would pair last week's shoes with tonight's tent.
+    """
+    missing = [column for column in (ITEM_IDX, SPLIT, TIMESTAMPS) if column not in sequences_df.columns]
+    if missing:
+        raise ValueError(f"sequences table lacks column(s) {missing} needed to fit the baselines")
+    sessions = []
+    for items, splits, times in zip(sequences_df[ITEM_IDX].to_numpy(), sequences_df[SPLIT].to_numpy(),
+                                    sequences_df[TIMESTAMPS].to_numpy()):
+        chosen = np.asarray(splits) == split
+        items, times = np.asarray(items, dtype=np.int64)[chosen], np.asarray(times, dtype=np.int64)[chosen]
+        breaks = np.flatnonzero(np.diff(times) > inactivity_gap_s) + 1
+        sessions.extend(part for part in np.split(items, breaks) if len(part))
+    return sessions
+
+
 def item_counts(sequences: Iterable[np.ndarray], n_items: int) -> np.ndarray:
     """float64 [n_items + 1]: how often each item occurs in the sequences (every event counts).
 
@@ -110,6 +132,27 @@ def _checked_sequences(sequences: Iterable[np.ndarray], n_items: int) -> Iterabl
             raise ValueError(f"training sequence {position} has item indices {sequence.min()}..{sequence.max()}; "
                              f"they must lie in 1..n_items={n_items} (0 = padding, skipped)")
         yield sequence[sequence != 0]
+
+
+def _load_array(directory: str, file_name: str) -> np.ndarray:
+    path = os.path.join(directory, file_name)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} does not exist: has train_baselines run for this night?")
+    return np.load(path, allow_pickle=False)
+
+
+def _write_settings(directory: str, name: str, settings: dict) -> None:
+    with open(os.path.join(directory, f"{name}.json"), "w") as handle:
+        json.dump(settings, handle, indent=2, sort_keys=True)
+
+
+def _read_settings(directory: str, name: str) -> dict:
+    path = os.path.join(directory, f"{name}.json")
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read the {name} settings {path}: {error}") from None
 
 
 def _check_histories(items: np.ndarray, n_items: int, scorer_name: str) -> np.ndarray:
@@ -153,6 +196,7 @@ class SessionPopularityScorer:
 
     def __init__(self, popularity: np.ndarray):
         popularity = checked_popularity(popularity, np.float64)
+        self.popularity = popularity
         levels, level_of_item = np.unique(popularity[1:], return_inverse=True)
         self.n_levels = len(levels)
         self.popularity_level = np.concatenate([[0], level_of_item]).astype(np.float32)  # [0] = padding
@@ -162,6 +206,13 @@ class SessionPopularityScorer:
     def fit(cls, sequences: Iterable[np.ndarray], n_items: int) -> "SessionPopularityScorer":
         """Global popularity = event counts over the training sequences."""
         return cls(item_counts(sequences, n_items))
+
+    def save(self, directory: str) -> None:
+        np.save(os.path.join(directory, f"{self.name}.npy"), self.popularity)
+
+    @classmethod
+    def load(cls, directory: str) -> "SessionPopularityScorer":
+        return cls(_load_array(directory, f"{cls.name}.npy"))
 
     def score(self, items: np.ndarray, types: np.ndarray) -> np.ndarray:
         """float32 [n, n_items + 1]: count in the row's history * n_levels + popularity level."""
@@ -236,6 +287,21 @@ class ItemKNNScorer:
         denominator = sessions_per_item[rows] ** alpha * sessions_per_item[columns] ** (1.0 - alpha) + regularization
         similarity = _top_per_row(rows, columns, together / denominator, neighbours, n_items + 1)
         return cls(similarity, recency_decay)
+
+    def save(self, directory: str) -> None:
+        import scipy.sparse
+
+        scipy.sparse.save_npz(os.path.join(directory, f"{self.name}.npz"), self.similarity)
+        _write_settings(directory, self.name, {"recency_decay": self.recency_decay})
+
+    @classmethod
+    def load(cls, directory: str) -> "ItemKNNScorer":
+        import scipy.sparse
+
+        path = os.path.join(directory, f"{cls.name}.npz")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} does not exist: has train_baselines run for this night?")
+        return cls(scipy.sparse.load_npz(path), _read_settings(directory, cls.name)["recency_decay"])
 
     def score(self, items: np.ndarray, types: np.ndarray) -> np.ndarray:
         """float32 [n, n_items + 1]: similarity of each item to the history's last item (or decayed sum)."""
@@ -326,6 +392,15 @@ class ALSScorer:
         """Train Spark MLlib ALS on the implicit counts of the training sequences."""
         model = fit_spark_als(spark, sequences, n_items, rank, reg_param, alpha, max_iter, seed)
         return cls.from_spark_model(model, n_items, reg_param, alpha)
+
+    def save(self, directory: str) -> None:
+        np.save(os.path.join(directory, f"{self.name}_item_factors.npy"), self.item_factors)
+        _write_settings(directory, self.name, {"reg_param": self.reg_param, "alpha": self.alpha})
+
+    @classmethod
+    def load(cls, directory: str) -> "ALSScorer":
+        settings = _read_settings(directory, cls.name)
+        return cls(_load_array(directory, f"{cls.name}_item_factors.npy"), settings["reg_param"], settings["alpha"])
 
     @classmethod
     def from_spark_model(cls, model, n_items: int, reg_param: float, alpha: float) -> "ALSScorer":

@@ -9,7 +9,8 @@ Output, in reports/dt=<ds>/ and as artifacts of the MLflow run "evaluate <ds>":
 - metrics_detail.json: everything else, in this shape:
     {"n_examples": int,
      "settings": {"ks": [...], "exclude_seen": bool, "long_history_min_events": int,
-                  "bootstrap_resamples": int, "confidence": float, "seed": int},
+                  "bootstrap_resamples": int, "confidence": float, "bootstrap_unit": "user" | "example",
+                  "seed": int},
      "models": {model: {
          "lists": {"coverage@k": float, "avg_popularity@k": float, ...},
          "intervals": {metric: [low, high], ...},          # every metric of metrics.json
@@ -22,7 +23,8 @@ primary metric its interval (<model>.<metric>.ci_low / .ci_high) and its value p
 (<model>.<segment>.<metric>).
 
 Settings come from config["evaluation"]: ks (the primary metric's cutoff is always
-included), exclude_seen, long_history_min_events, bootstrap_resamples, confidence; the
+included), exclude_seen, long_history_min_events, bootstrap_resamples, confidence and
+bootstrap_unit (by default whole users are resampled: a user's examples are correlated); the
 bootstrap is seeded with config["seed"].
 """
 
@@ -34,22 +36,24 @@ import os
 from jobs.evaluation import (DEFAULT_BOOTSTRAP_RESAMPLES, DEFAULT_CONFIDENCE, DEFAULT_LONG_HISTORY_MIN_EVENTS,
                              REPORT_KS, bootstrap_intervals, evaluate_full_catalog, example_segments,
                              metric_contributions, mlflow_metric_key, parse_metric, segment_metrics)
-from jobs.schema import MODEL_FUSION, MODEL_ITEM_ENCODER, MODEL_USER_ENCODER, REPORTS, SPLIT_TEST
+from jobs.schema import REPORTS, SPLIT_TEST
 
 METRICS_JSON = "metrics.json"
 METRICS_MARKDOWN = "metrics.md"
 METRICS_DETAIL_JSON = "metrics_detail.json"
-MODEL_NAMES = ("popularity", "user_encoder", "item_encoder", "fusion_feature", "fusion_stacking", "fusion_rrf")
+MODEL_NAMES = ("popularity", "session_popularity", "item_knn", "als", "user_encoder", "item_encoder",
+               "fusion_feature", "fusion_stacking", "fusion_rrf")
 # What config["evaluation"] holds when a config file predates a key.
 SETTING_DEFAULTS = {"exclude_seen": False, "long_history_min_events": DEFAULT_LONG_HISTORY_MIN_EVENTS,
-                    "bootstrap_resamples": DEFAULT_BOOTSTRAP_RESAMPLES, "confidence": DEFAULT_CONFIDENCE}
+                    "bootstrap_resamples": DEFAULT_BOOTSTRAP_RESAMPLES, "confidence": DEFAULT_CONFIDENCE,
+                    "bootstrap_unit": "user"}
 
 
 def main(config: dict, ds: str) -> str:
     """Evaluate night ds's models on its test day; returns the reports/dt=<ds> directory."""
     from jobs.baselines import PopularityScorer
     from jobs.features import load_features, make_examples
-    from jobs.fuse import load_all_scorers
+    from jobs.fuse import load_all_scorers, night_model_dirs
     from jobs.lake import partition_path, replace_partition
     from jobs.tracking import stage_run
 
@@ -59,16 +63,14 @@ def main(config: dict, ds: str) -> str:
     test = make_examples(features.sequences, SPLIT_TEST, config["max_seq_len"])
     if len(test.targets) == 0:
         raise ValueError(f"no test-day examples in features/sequences/dt={ds}: nothing to evaluate")
-    scorers = load_all_scorers(partition_path(config, MODEL_USER_ENCODER, ds),
-                               partition_path(config, MODEL_ITEM_ENCODER, ds),
-                               partition_path(config, MODEL_FUSION, ds), features.items, features.n_items)
+    scorers = load_all_scorers(night_model_dirs(config, ds), features.items, features.n_items)
     popularity = PopularityScorer.from_items(features.items, features.n_items).popularity
     segments = example_segments(test, features.sequences, SPLIT_TEST, settings["long_history_min_events"])
     results = {name: evaluate_full_catalog(scorers[name], test, settings["ks"], popularity,
                                            exclude_seen=settings["exclude_seen"])
                for name in MODEL_NAMES}
     metrics = {name: result.metrics(settings["ks"]) for name, result in results.items()}
-    details = detail_report(results, metrics, segments, settings)
+    details = detail_report(results, metrics, segments, settings, user_ids=test.user_ids)
 
     report_dir = partition_path(config, REPORTS, ds)
     with replace_partition(report_dir) as staging:
@@ -92,19 +94,27 @@ def evaluation_settings(config: dict) -> dict:
     for key in ("long_history_min_events", "bootstrap_resamples"):
         if isinstance(settings[key], bool) or not isinstance(settings[key], int) or settings[key] < 1:
             raise ValueError(f"config evaluation.{key} must be a positive integer, got {settings[key]!r}")
+    if settings["bootstrap_unit"] not in ("user", "example"):
+        raise ValueError(f"config evaluation.bootstrap_unit must be 'user' or 'example', "
+                         f"got {settings['bootstrap_unit']!r}")
     if not 0.0 < float(settings["confidence"]) < 1.0:
         raise ValueError(f"config evaluation.confidence must lie strictly between 0 and 1, "
                          f"got {settings['confidence']!r}")
     return settings
 
 
-def detail_report(results: dict, metrics: dict, segments: dict, settings: dict) -> dict:
-    """The metrics_detail.json document (shape in the module docstring)."""
+def detail_report(results: dict, metrics: dict, segments: dict, settings: dict, user_ids=None) -> dict:
+    """The metrics_detail.json document (shape in the module docstring).
+
+    user_ids (one per example) makes the intervals a by-user bootstrap when
+    settings["bootstrap_unit"] is "user".
+    """
+    groups = user_ids if settings["bootstrap_unit"] == "user" else None
     models = {}
     for name, result in results.items():
         contributions = {metric: metric_contributions(result.ranks, metric) for metric in metrics[name]}
         intervals = bootstrap_intervals(contributions, settings["bootstrap_resamples"], settings["confidence"],
-                                        settings["seed"])
+                                        settings["seed"], groups=groups)
         models[name] = {"lists": result.list_metrics,
                         "intervals": {metric: list(bounds) for metric, bounds in intervals.items()},
                         "segments": segment_metrics(result.ranks, segments, settings["ks"])}

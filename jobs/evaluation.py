@@ -87,7 +87,8 @@ class CatalogMaskedScorer:
     def score(self, items: np.ndarray, types: np.ndarray) -> np.ndarray:
         scores = np.asarray(self.scorer.score(items, types))
         if scores.shape[1:] != self.allowed.shape:
-            raise ValueError(f"{self.name}: scores have {scores.shape[1]} columns, the catalog mask {len(self.allowed)}")
+            raise ValueError(f"{self.name}: scores have {scores.shape[1]} columns, "
+                             f"the catalog mask {len(self.allowed)}")
         return np.where(self.allowed[None, :], scores, -np.inf).astype(scores.dtype, copy=False)
 
     def __getattr__(self, attribute):
@@ -246,14 +247,19 @@ def segment_metrics(ranks: np.ndarray, segments: dict[str, np.ndarray], ks=DEFAU
 
 
 def bootstrap_intervals(contributions: dict[str, np.ndarray], resamples: int = DEFAULT_BOOTSTRAP_RESAMPLES,
-                        confidence: float = DEFAULT_CONFIDENCE, seed: int = 42) -> dict[str, tuple[float, float]]:
+                        confidence: float = DEFAULT_CONFIDENCE, seed: int = 42,
+                        groups: np.ndarray | None = None) -> dict[str, tuple[float, float]]:
     """Percentile-bootstrap confidence interval of the mean of each per-example vector.
 
-    Every vector is resampled with the same example indices, and the indices depend only on
-    (seed, n), so two models evaluated on the same examples get paired resamples. Each
-    resample costs one gather, O(n x metrics): the contributions are never recomputed.
-    Examples of one user are resampled independently, so with users who contribute many
-    examples the interval is somewhat too narrow (a by-user bootstrap would widen it).
+    Every vector is resampled with the same indices, and the indices depend only on (seed,
+    n), so two models evaluated on the same examples get paired resamples. Each resample
+    costs one gather, O(n x metrics): the contributions are never recomputed.
+
+    groups (e.g. the user of each example) makes it a cluster bootstrap: whole groups are
+    drawn with replacement and the resample's value is the mean over all their examples.
+    A user's examples are correlated (same tastes, same history), so resampling them one by
+    one would pretend there is more independent evidence than there is and give intervals
+    that are too narrow.
     """
     if not contributions:
         raise ValueError("bootstrap_intervals needs at least one contribution vector")
@@ -263,11 +269,22 @@ def bootstrap_intervals(contributions: dict[str, np.ndarray], resamples: int = D
     values = np.stack([np.asarray(contributions[name], dtype=np.float64) for name in names], axis=1)
     if values.shape[0] == 0 or not np.isfinite(values).all():
         raise ValueError(f"contributions must be non-empty and finite; got {values.shape[0]} examples")
+    if groups is None:  # every example its own group
+        group_sums, group_sizes = values, np.ones(len(values))
+    else:
+        if len(groups) != len(values):
+            raise ValueError(f"groups must give one group per example: {len(groups)} for {len(values)} examples")
+        _, group_of_example = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+        group_sizes = np.bincount(group_of_example).astype(np.float64)
+        group_sums = np.stack([np.bincount(group_of_example, weights=values[:, m]) for m in range(len(names))], axis=1)
     rng = np.random.default_rng(seed)
-    n_examples = values.shape[0]
-    means = np.stack([values[rng.integers(0, n_examples, n_examples)].mean(axis=0) for _ in range(resamples)])
+    n_groups = len(group_sizes)
+    means = []
+    for _ in range(resamples):
+        drawn = rng.integers(0, n_groups, n_groups)
+        means.append(group_sums[drawn].sum(axis=0) / group_sizes[drawn].sum())
     tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(means, [tail, 1.0 - tail], axis=0)
+    low, high = np.quantile(np.stack(means), [tail, 1.0 - tail], axis=0)
     return {name: (float(low[m]), float(high[m])) for m, name in enumerate(names)}
 
 

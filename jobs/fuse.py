@@ -28,7 +28,7 @@ from jobs.fusion import BASE_MODELS, FEATURE_FUSION_SOURCES, select_scorers
 from jobs.fusion.decision_level import RRF_NAME, VOTE_NAME, RankFusion, equal_weight_vote
 from jobs.fusion.feature_level import FeatureFusion
 from jobs.fusion.model_level import StackingRanker
-from jobs.schema import MODEL_FUSION, MODEL_ITEM_ENCODER, MODEL_USER_ENCODER, SPLIT_VALID
+from jobs.schema import MODEL_BASELINES, MODEL_FUSION, MODEL_ITEM_ENCODER, MODEL_USER_ENCODER, SPLIT_VALID
 
 VALID_METRICS_FILE = "valid_metrics.json"
 FUSER_NAMES = (FeatureFusion.name, StackingRanker.name, RRF_NAME)
@@ -46,8 +46,7 @@ def main(config: dict, ds: str) -> str:
     valid = make_examples(features.sequences, SPLIT_VALID, config["max_seq_len"])
     if len(valid.targets) == 0:
         raise ValueError(f"no valid-day examples in features/sequences/dt={ds}: nothing to fit the fusers on")
-    base = load_base_scorers(partition_path(config, MODEL_USER_ENCODER, ds),
-                             partition_path(config, MODEL_ITEM_ENCODER, ds), features.items, features.n_items)
+    base = load_base_scorers(night_model_dirs(config, ds), features.items, features.n_items)
     fit_part, holdout = split_by_user(valid, settings["holdout_fraction"], config["seed"])
 
     fusion_dir = partition_path(config, MODEL_FUSION, ds)
@@ -106,19 +105,35 @@ def split_by_user(examples, holdout_fraction: float, seed: int):
     return _subset(examples, ~in_holdout), _subset(examples, in_holdout)
 
 
-def load_base_scorers(user_encoder_dir: str, item_encoder_dir: str, items_df, n_items: int) -> dict:
-    """popularity, user_encoder and item_encoder scorers, checked to share one catalog."""
+def load_base_scorers(model_dirs: dict, items_df, n_items: int) -> dict:
+    """Every base model (fusion.BASE_MODELS), checked to share one catalog.
+
+    model_dirs maps user_encoder, item_encoder and baselines to their directories.
+    """
     from jobs.encoder_scorers import load_item_encoder_scorer, load_user_encoder_scorer
+    from jobs.train_baselines import load_baselines
 
     base = {"popularity": PopularityScorer.from_items(items_df, n_items),
-            "user_encoder": load_user_encoder_scorer(user_encoder_dir),
-            "item_encoder": load_item_encoder_scorer(item_encoder_dir)}
-    for name, directory in (("user_encoder", user_encoder_dir), ("item_encoder", item_encoder_dir)):
-        rows = len(base[name].item_vectors)
-        if rows != n_items + 1:
-            raise ValueError(f"{directory}: {name} has item vectors for {rows - 1} items, "
-                             f"but the items table has n_items={n_items}; were they trained on another night?")
+            "user_encoder": load_user_encoder_scorer(model_dirs["user_encoder"]),
+            "item_encoder": load_item_encoder_scorer(model_dirs["item_encoder"]),
+            **load_baselines(model_dirs["baselines"])}
+    for name, scorer in base.items():
+        known = len(scorer.item_vectors) - 1 if hasattr(scorer, "item_vectors") else scorer.n_items
+        if known != n_items:
+            directory = model_dirs.get(name, model_dirs["baselines"])
+            raise ValueError(f"{directory}: {name} knows {known} items, but the items table has "
+                             f"n_items={n_items}; were they trained on another night?")
     return with_catalog_mask(base, items_df, n_items)
+
+
+def night_model_dirs(config: dict, ds: str) -> dict:
+    """The model directories of night ds that load_base_scorers / load_all_scorers read."""
+    from jobs.lake import partition_path
+
+    return {"user_encoder": partition_path(config, MODEL_USER_ENCODER, ds),
+            "item_encoder": partition_path(config, MODEL_ITEM_ENCODER, ds),
+            "baselines": partition_path(config, MODEL_BASELINES, ds),
+            "fusion": partition_path(config, MODEL_FUSION, ds)}
 
 
 def with_catalog_mask(scorers: dict, items_df, n_items: int) -> dict:
@@ -132,11 +147,11 @@ def with_catalog_mask(scorers: dict, items_df, n_items: int) -> dict:
     return {name: CatalogMaskedScorer(scorer, allowed) for name, scorer in scorers.items()}
 
 
-def load_all_scorers(user_encoder_dir: str, item_encoder_dir: str, fusion_dir: str, items_df,
-                     n_items: int) -> dict:
-    """Every scorer of a night by name: popularity, user_encoder, item_encoder, fusion_feature,
-    fusion_stacking, fusion_rrf."""
-    base = load_base_scorers(user_encoder_dir, item_encoder_dir, items_df, n_items)
+def load_all_scorers(model_dirs: dict, items_df, n_items: int) -> dict:
+    """Every scorer of a night by name: the base models (fusion.BASE_MODELS), fusion_feature,
+    fusion_stacking and fusion_rrf. model_dirs is night_model_dirs() or a bundle's copies."""
+    base = load_base_scorers(model_dirs, items_df, n_items)
+    fusion_dir = model_dirs["fusion"]
     fusers = {FeatureFusion.name: FeatureFusion.load(os.path.join(fusion_dir, FeatureFusion.name), base),
               StackingRanker.name: StackingRanker.load(os.path.join(fusion_dir, StackingRanker.name), base),
               RRF_NAME: RankFusion.load(os.path.join(fusion_dir, RRF_NAME), base)}

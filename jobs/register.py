@@ -69,12 +69,9 @@ def log_bundle(config: dict, ds: str, variant: str, input_example) -> str:
     """Log the pyfunc bundle in the current run; return its model URI."""
     import mlflow
 
-    artifacts = {
-        "user_encoder": partition_path(config, schema.MODEL_USER_ENCODER, ds),
-        "item_encoder": partition_path(config, schema.MODEL_ITEM_ENCODER, ds),
-        "fusion": partition_path(config, schema.MODEL_FUSION, ds),
-        "items": partition_path(config, schema.FEATURE_ITEMS, ds),
-    }
+    from jobs.fuse import night_model_dirs
+
+    artifacts = {**night_model_dirs(config, ds), "items": partition_path(config, schema.FEATURE_ITEMS, ds)}
     settings_dir = tempfile.mkdtemp(prefix="fusionrec-serving-")
     try:
         artifacts["serving"] = write_serving_settings(settings_dir, variant, config["max_seq_len"])

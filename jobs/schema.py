@@ -119,6 +119,7 @@ VOCABULARIES = "state/vocabularies"
 VOCABULARY_NAMES = ("item", "category", "brand", "title_token")
 MODEL_USER_ENCODER = "models/user_encoder"
 MODEL_ITEM_ENCODER = "models/item_encoder"
+MODEL_BASELINES = "models/baselines"  # S-POP, Item-KNN and ALS: fusion members beside the encoders
 MODEL_FUSION = "models/fusion"
 REPORTS = "reports"
 DATA_QUALITY = "reports/data_quality"

@@ -27,7 +27,8 @@ from jobs import schema
 
 TYPE_NAMES = {index: name for name, index in schema.EVENT_TYPE_INDEX.items()}
 VIEW_IDX = schema.EVENT_TYPE_INDEX[schema.VIEW]  # the type assumed when a request gives none
-BUNDLE_PARTS = ("user_encoder", "item_encoder", "fusion", "items", "serving")
+BUNDLE_PARTS = ("user_encoder", "item_encoder", "baselines", "fusion", "items", "serving")
+MODEL_PARTS = ("user_encoder", "item_encoder", "baselines", "fusion")  # as fuse.night_model_dirs
 
 
 class Recommender:
@@ -50,7 +51,7 @@ class Recommender:
             settings = json.load(handle)
         items = pd.read_parquet(bundle["items"]).sort_values(schema.ITEM_IDX)
         n_items = int(items[schema.ITEM_IDX].max())
-        scorers = load_all_scorers(bundle["user_encoder"], bundle["item_encoder"], bundle["fusion"], items, n_items)
+        scorers = load_all_scorers({part: bundle[part] for part in MODEL_PARTS}, items, n_items)
         item_ids = np.empty(n_items + 1, dtype=object)
         item_ids[items[schema.ITEM_IDX].to_numpy()] = items[schema.ITEM_ID].to_numpy()
         return cls(scorers[settings["variant"]], item_ids, settings["max_seq_len"])

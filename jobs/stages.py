@@ -23,7 +23,7 @@ from pathlib import Path
 
 # Task order of the nightly DAG; each stage's module exposes the callable named here.
 STAGE_ORDER = (
-    "ingest", "validate", "clean", "denoise", "normalize_features", "train_user_encoder",
+    "ingest", "validate", "clean", "denoise", "normalize_features", "train_baselines", "train_user_encoder",
     "train_item_encoder", "fuse", "evaluate", "register_and_gate", "batch_recommend",
 )
 
@@ -31,7 +31,7 @@ STAGE_ORDER = (
 # Stages that start Spark: these go through spark-submit when spark.deploy says so. Validate
 # is not one: it streams the raw files in plain Python (jobs/validate.py) and never starts
 # a JVM, so submitting it would only add a JVM start-up to the night.
-SPARK_STAGES = ("clean", "denoise", "normalize_features")
+SPARK_STAGES = ("clean", "denoise", "normalize_features", "train_baselines")  # ALS is Spark MLlib
 DEPLOY_MODES = ("in_process", "spark_submit")
 # Spark stages whose dates come from upstream (ingest's result); normalize takes only ds.
 DATES_FROM_UPSTREAM = ("clean", "denoise")
@@ -88,6 +88,7 @@ STAGES = {
     "clean": _clean,
     "denoise": _denoise,
     "normalize_features": _normalize,
+    "train_baselines": _path_stage("jobs.train_baselines"),
     "train_user_encoder": _path_stage("jobs.train_user_encoder"),
     "train_item_encoder": _path_stage("jobs.train_item_encoder"),
     "fuse": _path_stage("jobs.fuse"),

@@ -14,7 +14,7 @@ from jobs.baselines import (
     item_counts, training_sequences,
 )
 from jobs.evaluation import target_ranks
-from jobs.schema import ITEM_IDX, SPLIT, SPLIT_TRAIN, SPLIT_VALID, USER_ID
+from jobs.schema import ITEM_IDX, SPLIT, SPLIT_TRAIN, SPLIT_VALID, TIMESTAMPS, USER_ID
 
 NEG_INF = -np.inf
 BENCH_SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "models.py"
@@ -208,3 +208,33 @@ def test_bench_names_the_bad_line(tmp_path):
     folder = write_session_folder(tmp_path / "bad", ["1 2", "3 x"], ["1\t2"])
     with pytest.raises(ValueError, match=r"train_sessions.txt:3: item ids must be integers, got '3 x'"):
         load_bench().load_data(folder)
+
+
+def test_session_sequences_cut_each_users_split_events_at_inactivity_gaps():
+    from jobs.baselines import session_sequences
+
+    # User a: train events at 0, 100, 2000 (gap 1900 > 1800: new session), 3800 (gap exactly
+    # 1800: same session); the valid event is not train. User b has no train event.
+    sequences = pd.DataFrame({ITEM_IDX: [[1, 2, 3, 4, 5], [6]], SPLIT: [[0, 0, 0, 0, 1], [1]],
+                              TIMESTAMPS: [[0, 100, 2000, 3800, 3900], [50]]})
+    assert [list(s) for s in session_sequences(sequences, 0, 1800)] == [[1, 2], [3, 4]]
+
+
+def test_fitted_baselines_survive_a_save_and_load(tmp_path, spark):
+    from jobs.config import DEFAULTS
+    from jobs.train_baselines import fit_baselines, load_baselines
+
+    walks = [[(start + step) % 9 + 1 for step in range(6)] for start in range(20)]
+    sequences = pd.DataFrame({ITEM_IDX: walks, SPLIT: [[0] * 6] * 20, TIMESTAMPS: [list(range(6))] * 20})
+    settings = {**DEFAULTS["baselines"], "als": {**DEFAULTS["baselines"]["als"], "rank": 4, "max_iter": 3}}
+    fitted = fit_baselines(sequences, 9, settings, spark, seed=0)
+    for scorer in fitted.values():
+        scorer.save(str(tmp_path))
+    loaded = load_baselines(str(tmp_path))
+
+    histories = np.array([[0, 1, 2], [3, 4, 5]])
+    for name, scorer in fitted.items():
+        assert np.array_equal(loaded[name].score(histories, None), scorer.score(histories, None)), name
+    # Item-KNN learned the walks: 4 and 6 share the most sessions with 5 (they neighbour it
+    # in every walk through it), so they lead its list.
+    assert set(np.argsort(-fitted["item_knn"].score(histories, None)[1])[:2]) == {4, 6}

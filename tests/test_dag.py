@@ -8,7 +8,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 EXPECTED_CHAIN = [
-    "ingest", "validate", "clean", "denoise", "normalize_features", "train_user_encoder",
+    "ingest", "validate", "clean", "denoise", "normalize_features", "train_baselines", "train_user_encoder",
     "train_item_encoder", "fuse", "evaluate", "register_and_gate", "batch_recommend",
 ]
 

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from jobs.baselines import PopularityScorer
 from jobs.features import catalog_mask
 from jobs.evaluation import (NOT_RECOMMENDED, CatalogMaskedScorer, TopKListStatistics, bootstrap_intervals,
-                             evaluate_full_catalog, evaluate_scorer, example_segments, metric_contributions, mlflow_metric_key,
+                             evaluate_full_catalog, evaluate_scorer, example_segments, metric_contributions,
+                             mlflow_metric_key,
                              parse_metric, ranking_metrics, segment_metrics, target_ranks, top_k)
 from jobs.schema import EVENT_TYPE_IDX, ITEM_IDX, POPULARITY, SPLIT, SPLIT_TEST, TIMESTAMPS, USER_ID
 
@@ -329,6 +330,20 @@ def test_bootstrap_resamples_are_paired_across_metrics_and_seeded():
     assert intervals["a"][0] < base.mean() < intervals["a"][1]
 
 
+def test_by_user_bootstrap_draws_whole_users_and_widens_the_interval():
+    # User a has three hits, user b one miss. Drawing 2 users: (a, a) mean 1, (b, b) mean 0,
+    # (a, b) mean 3/4 -- each of (a, a) and (b, b) with probability 1/4, so the 2.5% and 97.5%
+    # percentiles of 400 resamples are 0 and 1. Drawing the 4 examples one by one instead, a
+    # mean of 0 needs four misses in a row (1/256 < 2.5%): the interval starts higher.
+    hits, users = np.array([1.0, 1.0, 1.0, 0.0]), np.array(["a", "a", "a", "b"])
+    by_user = bootstrap_intervals({"m": hits}, resamples=400, seed=0, groups=users)["m"]
+    by_example = bootstrap_intervals({"m": hits}, resamples=400, seed=0)["m"]
+    assert by_user == (0.0, 1.0)
+    assert by_example[0] > 0.0
+    with pytest.raises(ValueError, match="one group per example"):
+        bootstrap_intervals({"m": hits}, groups=users[:3])
+
+
 def test_bootstrap_rejects_bad_input():
     with pytest.raises(ValueError, match="non-empty and finite"):
         bootstrap_intervals({"m": np.array([0.5, np.nan])})
@@ -343,7 +358,7 @@ def test_report_files_keep_metrics_json_and_add_details_columns_and_mlflow_keys(
     from jobs.evaluation import FullCatalogResult
 
     settings = {"ks": [1, 2], "exclude_seen": False, "long_history_min_events": 5, "bootstrap_resamples": 50,
-                "confidence": 0.9, "seed": 1}
+                "confidence": 0.9, "bootstrap_unit": "example", "seed": 1}
     results = {"steady": FullCatalogResult(np.array([1, 1, 1, 1]), {"coverage@1": 0.25, "coverage@2": 0.5,
                                                                     "avg_popularity@1": 1.0,
                                                                     "avg_popularity@2": 0.75}),
@@ -386,13 +401,16 @@ def test_evaluation_settings_name_the_bad_key():
 
     config = {"seed": 42, "mlflow": {"primary_metric": "ndcg@20"}}
     assert evaluation_settings(config) == {"ks": [1, 5, 10, 20], "exclude_seen": False, "long_history_min_events": 5,
-                                           "bootstrap_resamples": 200, "confidence": 0.95, "seed": 42}
+                                           "bootstrap_resamples": 200, "confidence": 0.95, "bootstrap_unit": "user",
+                                           "seed": 42}
     with pytest.raises(ValueError, match="evaluation.exclude_seen must be true or false"):
         evaluation_settings(dict(config, evaluation={"exclude_seen": "yes"}))
     with pytest.raises(ValueError, match="evaluation.long_history_min_events must be a positive integer"):
         evaluation_settings(dict(config, evaluation={"long_history_min_events": 0}))
     with pytest.raises(ValueError, match="evaluation.confidence"):
         evaluation_settings(dict(config, evaluation={"confidence": 95}))
+    with pytest.raises(ValueError, match="evaluation.bootstrap_unit must be 'user' or 'example'"):
+        evaluation_settings(dict(config, evaluation={"bootstrap_unit": "session"}))
 
 
 def test_items_out_of_the_catalog_are_never_recommended_and_rank_last():

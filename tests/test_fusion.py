@@ -278,6 +278,21 @@ def write_tiny_night(config):
     np.save(os.path.join(item_dir, ITEM_EMBEDDINGS_FILE), rng.normal(size=(TINY_ITEMS + 1, 3)).astype(np.float32))
     with open(os.path.join(item_dir, CONFIG_FILE), "w") as handle:
         json.dump({"recency_decay": 0.8}, handle)
+    write_tiny_baselines(config, sequences, rng)
+
+
+def write_tiny_baselines(config, sequences, rng):
+    """S-POP and Item-KNN fitted on the train walks; ALS with random factors (no Spark needed)."""
+    from jobs.baselines import ALSScorer, ItemKNNScorer, SessionPopularityScorer, training_sequences
+    from jobs.lake import partition_path
+    from jobs.schema import MODEL_BASELINES, SPLIT_TRAIN
+
+    walks = training_sequences(sequences, SPLIT_TRAIN)
+    baseline_dir = partition_path(config, MODEL_BASELINES, DS)
+    os.makedirs(baseline_dir)
+    for scorer in (SessionPopularityScorer.fit(walks, TINY_ITEMS), ItemKNNScorer.fit(walks, TINY_ITEMS),
+                   ALSScorer(rng.normal(size=(TINY_ITEMS + 1, 3)), reg_param=0.1, alpha=10.0)):
+        scorer.save(baseline_dir)
 
 
 def test_fuse_then_evaluate_jobs_write_models_reports_and_mlflow_runs(tmp_config):
@@ -309,7 +324,7 @@ def test_fuse_then_evaluate_jobs_write_models_reports_and_mlflow_runs(tmp_config
     table = open(os.path.join(report_dir, "metrics.md")).read()
     assert "60 examples" in table  # 30 users x 2 test events
     rows = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ") and "model" not in line]
-    assert rows == evaluate.ranked_models(metrics, "ndcg@20") and len(rows) == 6
+    assert rows == evaluate.ranked_models(metrics, "ndcg@20") and len(rows) == 9
 
     runs = MlflowClient().search_runs([configure_mlflow(config)], filter_string=f"tags.ds = '{DS}'")
     by_stage = {run.data.tags["stage"]: run for run in runs}

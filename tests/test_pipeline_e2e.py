@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 DS = "2026-11-20"
 DAYS = 7
 RUN_CONF = {"window_days": DAYS, "user_encoder_epochs": 4, "item_encoder_epochs": 3}
-STAGE_RUNS = ("validate", "train_user_encoder", "train_item_encoder", "fuse", "evaluate", "register_and_gate")
+STAGE_RUNS = ("validate", "train_baselines", "train_user_encoder", "train_item_encoder", "fuse", "evaluate",
+              "register_and_gate")
 
 
 def run_dag_once():
@@ -89,9 +90,10 @@ def test_every_stage_wrote_a_non_empty_partition(pipeline):
     config = pipeline["config"]
     assert pipeline["dates"] == [(dt.date.fromisoformat(DS) - dt.timedelta(days=n)).isoformat()
                                  for n in range(DAYS - 1, -1, -1)]
-    for dataset in (schema.RAW_EVENTS, schema.DATA_QUALITY, schema.CLEAN_EVENTS, schema.DENOISED_EVENTS, schema.FEATURE_ITEMS,
-                    schema.FEATURE_SEQUENCES, schema.FEATURE_META, schema.MODEL_USER_ENCODER,
-                    schema.MODEL_ITEM_ENCODER, schema.MODEL_FUSION, schema.REPORTS, schema.RECOMMENDATIONS):
+    for dataset in (schema.RAW_EVENTS, schema.DATA_QUALITY, schema.CLEAN_EVENTS, schema.DENOISED_EVENTS,
+                    schema.FEATURE_ITEMS, schema.FEATURE_SEQUENCES, schema.FEATURE_META, schema.MODEL_BASELINES,
+                    schema.MODEL_USER_ENCODER, schema.MODEL_ITEM_ENCODER, schema.MODEL_FUSION, schema.REPORTS,
+                    schema.RECOMMENDATIONS, *[f"{schema.VOCABULARIES}/{name}" for name in schema.VOCABULARY_NAMES]):
         path = Path(partition_path(config, dataset, DS))
         assert path.is_dir() and any(path.iterdir()), f"{dataset} has no output for {DS}"
 

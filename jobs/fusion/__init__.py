@@ -24,7 +24,8 @@ import numpy as np
 
 from jobs.evaluation import Scorer, top_k
 
-BASE_MODELS = ("popularity", "user_encoder", "item_encoder")
+# The fusion members: the two encoders and the four baselines (jobs/baselines.py).
+BASE_MODELS = ("popularity", "session_popularity", "item_knn", "als", "user_encoder", "item_encoder")
 FEATURE_FUSION_SOURCES = ("user_encoder", "item_encoder")
 FUSER_FILE = "fuser.json"
 ARRAYS_FILE = "arrays.npz"
