@@ -26,6 +26,10 @@ SECTION = "user_encoder"
 ARCHITECTURE_GRU = "gru"
 ARCHITECTURE_SASREC = "sasrec"
 ARCHITECTURES = (ARCHITECTURE_GRU, ARCHITECTURE_SASREC)
+LOSS_FULL_SOFTMAX = "full_softmax"
+LOSS_SAMPLED_SOFTMAX = "sampled_softmax"
+LOSSES = (LOSS_FULL_SOFTMAX, LOSS_SAMPLED_SOFTMAX)
+DEFAULT_NUM_SAMPLED_NEGATIVES = 512
 
 
 @dataclass
@@ -73,15 +77,24 @@ def _require_examples(examples: Examples, split_name: str, ds: str) -> None:
 
 def train_user_encoder(train: Examples, valid: Examples, n_items: int, n_event_types: int, settings: dict,
                        seed: int, on_epoch_end: EpochLogger | None = None) -> TrainedUserEncoder:
-    """Fit the configured encoder (GRU or SASRec) with full-softmax loss; early-stop on the valid examples.
+    """Fit the configured encoder (GRU or SASRec) with the configured loss; early-stop on the valid examples.
 
-    settings: the user_encoder config section. on_epoch_end(epoch, logs) sees every
-    epoch's loss, val_loss and val_recall_at_20.
+    settings: the user_encoder config section; "loss" is full_softmax (when absent) or
+    sampled_softmax (with "num_sampled_negatives", 512 when absent). on_epoch_end(epoch,
+    logs) sees every epoch's loss, val_loss and val_recall_at_20. val_loss is the
+    full-softmax loss under either training loss (see SampledSoftmaxTrainer).
     """
     import keras
 
-    from jobs.models.user_encoder import build_training_model, full_softmax_loss, item_table
+    from jobs.models.user_encoder import item_table
 
+    loss = settings.get("loss", LOSS_FULL_SOFTMAX)
+    if loss not in LOSSES:
+        raise ValueError(f"user_encoder.loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+    num_sampled_negatives = int(settings.get("num_sampled_negatives", DEFAULT_NUM_SAMPLED_NEGATIVES))
+    if num_sampled_negatives < 0:
+        raise ValueError(f"user_encoder.num_sampled_negatives must be >= 0 (0: in-batch negatives only), "
+                         f"got {num_sampled_negatives}")
     keras.utils.set_random_seed(seed)
     max_len = train.items.shape[1]
 
@@ -90,10 +103,10 @@ def train_user_encoder(train: Examples, valid: Examples, n_items: int, n_event_t
 
     with training_precision():
         encoder = build_encoder()
-        model = build_training_model(encoder)
+        model, compiled_loss = training_model(encoder, loss, train.targets, n_items, num_sampled_negatives, seed)
         # XLA fuses the GRU's per-step ops: about 1.5-2x faster per epoch on CPU (measured at
         # the small scale); Keras' "auto" leaves it off for recurrent models.
-        model.compile(optimizer=keras.optimizers.Adam(float(settings["learning_rate"])), loss=full_softmax_loss,
+        model.compile(optimizer=keras.optimizers.Adam(float(settings["learning_rate"])), loss=compiled_loss,
                       jit_compile=True)
 
         def valid_recall() -> float:
@@ -109,6 +122,21 @@ def train_user_encoder(train: Examples, valid: Examples, n_items: int, n_event_t
             on_epoch_end=on_epoch_end)
     exported = copy_to_float32(build_encoder, encoder)
     return TrainedUserEncoder(exported, item_table(exported), history)
+
+
+def training_model(encoder, loss: str, train_targets: np.ndarray, n_items: int, num_sampled_negatives: int,
+                    seed: int):
+    """(model to fit, loss for compile): full-softmax logits + full_softmax_loss, or the sampled trainer.
+
+    The sampled trainer computes its own loss (compile gets None); its sampler draws by the
+    popularity of each item as a train target.
+    """
+    from jobs.models.user_encoder import SampledSoftmaxTrainer, build_training_model, full_softmax_loss
+
+    if loss == LOSS_FULL_SOFTMAX:
+        return build_training_model(encoder), full_softmax_loss
+    target_counts = np.bincount(train_targets, minlength=n_items + 1)
+    return SampledSoftmaxTrainer(encoder, target_counts, num_sampled_negatives, seed), None
 
 
 def build_encoder_from_settings(settings: dict, n_items: int, n_event_types: int, max_len: int):

@@ -1,4 +1,4 @@
-"""GRU user encoder: the loss by hand, masking, learning a toy rule, and the nightly job end to end."""
+"""GRU user encoder: the losses by hand, masking, sampling, learning a toy rule, and the nightly job end to end."""
 
 import json
 import math
@@ -11,7 +11,10 @@ import pytest
 
 from jobs.encoder_scorers import load_user_encoder_scorer, recall_at_k
 from jobs.features import make_examples, write_features
-from jobs.models.user_encoder import TiedItemLogits, build_user_encoder, full_softmax_loss
+from jobs.models.user_encoder import (
+    PopularitySampler, TiedItemLogits, alias_table, build_user_encoder, full_softmax_loss, popularity_distributions,
+    sampled_softmax_loss,
+)
 from jobs.schema import (
     BRAND_IDX, CATEGORY_IDX, EVENT_TYPE_IDX, ITEM_ID, ITEM_IDX, N_EVENT_TYPES, POPULARITY, PRICE_BUCKET, PRICE_Z,
     SPLIT, SPLIT_TRAIN, SPLIT_VALID, TIMESTAMPS, TITLE_TOKENS, USER_ID,
@@ -30,6 +33,90 @@ def test_full_softmax_loss_by_hand():
     loss = full_softmax_loss(np.array([2, 1]), logits)
     assert float(loss) == pytest.approx((-math.log(0.75) - math.log(0.25)) / 2, abs=1e-5)
     assert float(loss) == pytest.approx(0.836988, abs=1e-5)
+
+
+# Tied table for the sampled-softmax cases: padding row 0, item 1 [1, 0], item 2 [0, 1], item 3 [1, 1].
+SAMPLED_TABLE = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=np.float32)
+
+
+def test_sampled_softmax_loss_by_hand_with_logq_correction_and_an_accidental_hit():
+    # B = 2 users, targets [1, 2]; S = 2 samples given explicitly: [3, 1].
+    # Candidates (columns): [1, 2 | 3, 1]  (in-batch targets | samples).
+    # p_pop = [0, 1/2, 1/4, 1/4]: in-batch expected counts B * p_pop: item 1 -> 1, item 2 -> 1/2.
+    # p     = [0, 1/4, 1/4, 1/2]: sampled expected counts S * p: item 3 -> 1, item 1 -> 1/2.
+    # log Q per column: [0, ln 1/2, 0, ln 1/2].
+    # User 0 [1, 0]: dots [1, 0, 1, 1] - log Q = [1, ln 2, 1, 1 + ln 2]; its target is 1, so
+    #   column 3 (the sampler drew item 1) is an accidental hit and is masked:
+    #   loss = -ln(e / (e + 2 + e)) = ln(2e + 2) - 1 = 1.006409.
+    # User 1 [0, 2]: dots [0, 2, 2, 0] - log Q = [0, 2 + ln 2, 2, ln 2]; positive column 1:
+    #   loss = -ln(2e^2 / (1 + 2e^2 + e^2 + 2)) = ln(3 (1 + e^2) / (2 e^2)) = 0.532393.
+    # Mean: 0.769401.
+    e = math.e
+    user_vectors = np.array([[1.0, 0.0], [0.0, 2.0]], dtype=np.float32)
+    log_target_frequency = np.log(np.array([1e-30, 0.5, 0.25, 0.25]))  # index 0 is never looked up
+    log_sampling_probability = np.log(np.array([1e-30, 0.25, 0.25, 0.5]))
+    loss = sampled_softmax_loss(user_vectors, SAMPLED_TABLE, np.array([1, 2]), np.array([3, 1]),
+                                log_target_frequency, log_sampling_probability)
+    expected = ((math.log(2 * e + 2) - 1) + math.log(3 * (1 + e * e) / (2 * e * e))) / 2
+    assert float(loss) == pytest.approx(expected, abs=1e-5)
+    assert float(loss) == pytest.approx(0.769401, abs=1e-5)
+
+    # Probabilities 1/2 everywhere give B * p_pop = S * p = 1, log Q = 0: the raw dots, user 0
+    # [1, 0, 1, masked] -> ln(2e + 1) - 1, user 1 [0, 2, 2, 0] -> ln(2 + 2e^2) - 2; mean
+    # 0.841035, not 0.769401: the correction above really moved the loss.
+    no_correction = np.full(4, math.log(0.5))
+    uncorrected = sampled_softmax_loss(user_vectors, SAMPLED_TABLE, np.array([1, 2]), np.array([3, 1]),
+                                       no_correction, no_correction)
+    expected_uncorrected = ((math.log(2 * e + 1) - 1) + math.log(2 + 2 * e * e) - 2) / 2
+    assert float(uncorrected) == pytest.approx(expected_uncorrected, abs=1e-5)
+    assert float(uncorrected) == pytest.approx(0.841035, abs=1e-5)
+
+
+def test_examples_sharing_a_target_are_not_each_others_negatives():
+    # Targets [2, 2] and the sampler drew item 2 too: for each user, the other user's column
+    # and the sampled column hold its own target, so both are masked and only the positive
+    # remains: softmax over one column, loss exactly 0 (unmasked it would be ln 3 or more).
+    user_vectors = np.array([[1.0, 0.0], [0.0, 2.0]], dtype=np.float32)
+    flat = np.log(np.full(4, 0.25))
+    loss = sampled_softmax_loss(user_vectors, SAMPLED_TABLE, np.array([2, 2]), np.array([2]), flat, flat)
+    assert float(loss) == pytest.approx(0.0, abs=1e-6)
+    # With no samples at all (S = 0) it is the in-batch loss alone, still 0 here.
+    in_batch_only = sampled_softmax_loss(user_vectors, SAMPLED_TABLE, np.array([2, 2]),
+                                         np.zeros(0, dtype=np.int32), flat, flat)
+    assert float(in_batch_only) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_popularity_distributions_floor_unseen_items_and_flatten_by_alpha():
+    # Train target counts: item 1 three times, item 2 once, item 3 never (floored to 0.5).
+    # p_pop = [0, 3, 1, 0.5] / 4.5 = [0, 2/3, 2/9, 1/9].
+    # p = [0, 3^0.75, 1, 0.5^0.75] / 3.874111 = [0, 0.588395, 0.258124, 0.153481].
+    target_frequency, sampling_probability = popularity_distributions(np.array([0, 3, 1, 0]))
+    np.testing.assert_allclose(target_frequency, [0, 2 / 3, 2 / 9, 1 / 9], atol=1e-12)
+    np.testing.assert_allclose(sampling_probability, [0, 0.588395, 0.258124, 0.153481], atol=1e-6)
+    # Padding 0 has probability 0 even when counted (it is never a candidate).
+    assert popularity_distributions(np.array([7, 1, 1]))[1][0] == 0.0
+
+
+def test_alias_table_reproduces_the_distribution_exactly():
+    # Bin b hands its own item acceptance[b] / n and its alias (1 - acceptance[b]) / n;
+    # summed over bins that must give back p exactly (up to float rounding).
+    probabilities = np.array([0.5, 0.3, 0.1, 0.07, 0.03])
+    acceptance, alias = alias_table(probabilities)
+    n = len(probabilities)
+    rebuilt = acceptance / n + np.bincount(alias, weights=(1.0 - acceptance) / n, minlength=n)
+    np.testing.assert_allclose(rebuilt, probabilities, atol=1e-12)
+
+
+def test_popularity_sampler_draws_by_popularity_never_padding_and_repeats_with_its_seed():
+    counts = np.array([0, 40, 10, 0, 5])  # item 3 unseen
+    _, sampling_probability = popularity_distributions(counts)
+    draws = np.asarray(PopularitySampler(counts, seed=5).sample(40_000))
+    assert draws.min() >= 1 and draws.max() <= 4
+    frequencies = np.bincount(draws, minlength=5) / len(draws)
+    # 40,000 draws: standard error of a frequency <= 0.0025, so 0.01 is 4 of them.
+    np.testing.assert_allclose(frequencies, sampling_probability, atol=0.01)
+    assert frequencies[3] > 0  # the floor makes unseen items drawable
+    np.testing.assert_array_equal(np.asarray(PopularitySampler(counts, seed=5).sample(50)), draws[:50])
 
 
 def test_left_padding_is_skipped_by_the_gru():
@@ -82,6 +169,47 @@ def test_gru_learns_the_successor_rule_that_popularity_cannot():
     assert gru_recall >= 0.95
     assert popularity_recall <= 0.2
     assert trained.history["val_recall_at_20"][-1] == pytest.approx(1.0)  # 12 items: top 20 holds them all
+
+
+def test_sampled_softmax_learns_the_successor_rule_and_reports_the_full_softmax_val_loss():
+    from jobs.encoder_scorers import user_encoder_scorer
+    from jobs.train_user_encoder import train_user_encoder
+
+    # 60 items, batches of 16 and 4 shared samples: each step scores 20 candidates, a third
+    # of the catalog, yet the walk is learned over the whole catalog. (Most of the run time
+    # is XLA compiling the train and test steps.)
+    n_items = 60
+    sequences = successor_rule_sequences(n_items, n_users=300, length=6, seed=1)
+    train = make_examples(sequences, SPLIT_TRAIN, max_len=4)
+    valid = make_examples(sequences, SPLIT_VALID, max_len=4)
+    settings = {"embedding_dim": 16, "hidden_dim": 16, "epochs": 4, "batch_size": 16, "learning_rate": 0.02,
+                "patience": 4, "loss": "sampled_softmax", "num_sampled_negatives": 4}
+    trained = train_user_encoder(train, valid, n_items, N_EVENT_TYPES, settings, seed=7)
+
+    recall = recall_at_k(user_encoder_scorer(trained.encoder, trained.item_embeddings),
+                         valid.items, valid.types, valid.targets, k=1)
+    popularity_recall = float(np.mean(valid.targets == np.bincount(train.targets).argmax()))
+    assert popularity_recall <= 0.1  # uniform starts: about 1 user in 60
+    assert recall >= 0.9
+
+    # val_loss is the full-softmax cross-entropy of the restored (best) weights on the valid set.
+    user_vectors = np.asarray(trained.encoder([valid.items, valid.types]))
+    embedding = keras.layers.Embedding(n_items + 1, 16)
+    embedding.build((None,))
+    embedding.set_weights([trained.item_embeddings])
+    full_loss = float(full_softmax_loss(valid.targets, TiedItemLogits(embedding)(user_vectors)))
+    assert trained.history["val_loss"][trained.history["best_epoch"]] == pytest.approx(full_loss, rel=1e-4)
+
+
+def test_unknown_loss_names_the_setting_and_the_choices():
+    from jobs.train_user_encoder import train_user_encoder
+
+    sequences = successor_rule_sequences(6, n_users=4, length=4, seed=0)
+    train = make_examples(sequences, SPLIT_TRAIN, max_len=3)
+    settings = {"embedding_dim": 4, "hidden_dim": 4, "epochs": 1, "batch_size": 4, "learning_rate": 0.01,
+                "patience": 1, "loss": "bpr"}
+    with pytest.raises(ValueError, match=r"user_encoder\.loss must be one of full_softmax, sampled_softmax, got 'bpr'"):
+        train_user_encoder(train, train, 6, N_EVENT_TYPES, settings, seed=0)
 
 
 def tiny_catalog(n_items: int) -> pd.DataFrame:
