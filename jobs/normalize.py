@@ -4,6 +4,7 @@ Outputs for the logical date ds (each replaces only dt=ds):
   features/items/dt=ds      one row per item of the persistent item vocabulary,
                             schema.ITEM_FEATURE_COLUMNS (in_catalog: listed in ds's catalog)
   features/sequences/dt=ds  one row per user, parallel arrays in time order, SEQUENCE_COLUMNS
+  features/sessions/dt=ds   the same per (user, session), SESSION_SEQUENCE_COLUMNS
   features/meta/dt=ds/meta.json     vocabulary sizes, split dates and counts
   features/meta/dt=ds/scalers.json  the price scaling fitted on the train days, for serving
   state/vocabularies/<name>/dt=ds   the append-only vocabularies (jobs/vocabulary.py)
@@ -32,12 +33,12 @@ from jobs.spark_lake import read_catalog, read_event_partitions, union_all, writ
 from jobs.lake import days_back, existing_partitions, parse_ds, partition_path, replace_partition
 from jobs.schema import (ADD_TO_CART, BRAND, BRAND_IDX, CATALOG_FIELDS, CATEGORY, CATEGORY_IDX, CLICK,
                          DENOISED_EVENTS, DT, EVENT_ID, EVENT_TIME, EVENT_TYPE, EVENT_TYPE_IDX,
-                         EVENT_TYPE_INDEX, FEATURE_ITEMS, FEATURE_META, FEATURE_SEQUENCES, IN_CATALOG,
-                         ITEM_EVENT_TYPES, ITEM_ID, ITEM_IDX, ITEM_STAT_COLUMNS, ITEM_STAT_WINDOWS_DAYS,
-                         N_EVENT_TYPES, N_PRICE_BUCKETS, POPULARITY, PRICE, PRICE_BUCKET, PRICE_Z,
-                         PURCHASE, RAW_CATALOG, SEQUENCE_COLUMNS, SPLIT, SPLIT_NAMES, SPLIT_TEST,
-                         SPLIT_TRAIN, SPLIT_VALID, TIMESTAMPS, TITLE, TITLE_TOKENS, USER_ID, VIEW,
-                         item_stat_column)
+                         EVENT_TYPE_INDEX, FEATURE_ITEMS, FEATURE_META, FEATURE_SEQUENCES, FEATURE_SESSIONS,
+                         IN_CATALOG, ITEM_EVENT_TYPES, ITEM_ID, ITEM_IDX, ITEM_STAT_COLUMNS,
+                         ITEM_STAT_WINDOWS_DAYS, N_EVENT_TYPES, N_PRICE_BUCKETS, POPULARITY, PRICE,
+                         PRICE_BUCKET, PRICE_Z, PURCHASE, RAW_CATALOG, SEQUENCE_COLUMNS, SESSION_ID,
+                         SESSION_SEQUENCE_COLUMNS, SPLIT, SPLIT_NAMES, SPLIT_TEST, SPLIT_TRAIN, SPLIT_VALID,
+                         TIMESTAMPS, TITLE, TITLE_TOKENS, USER_ID, VIEW, item_stat_column)
 from jobs.spark import get_spark
 from jobs.vocabulary import (extend_vocabulary, observed_values, previous_values, store_vocabulary,
                              vocabulary_table)
@@ -229,18 +230,31 @@ def index_item_events(events: DataFrame, items: DataFrame, splits: SplitDates) -
              .otherwise(F.lit(SPLIT_TRAIN)))
     item_events = events.where(F.col(EVENT_TYPE).isin(*ITEM_EVENT_TYPES) & F.col(ITEM_ID).isNotNull())
     return (item_events.join(items.select(ITEM_ID, ITEM_IDX), on=ITEM_ID, how="left")
-            .select(USER_ID, EVENT_TIME, EVENT_ID, ITEM_IDX,
+            .select(USER_ID, SESSION_ID, EVENT_TIME, EVENT_ID, ITEM_IDX,
                     type_index[F.col(EVENT_TYPE)].cast("int").alias(EVENT_TYPE_IDX),
                     F.unix_seconds(EVENT_TIME).alias(TIMESTAMPS), split.cast("int").alias(SPLIT)))
 
 
 def build_sequences(indexed_events: DataFrame) -> DataFrame:
     """One row per user: SEQUENCE_COLUMNS arrays sorted by (event_time, event_id)."""
+    return _time_sorted_arrays(indexed_events, SEQUENCE_COLUMNS[:1])
+
+
+def build_session_sequences(indexed_events: DataFrame) -> DataFrame:
+    """One row per (user, session): SESSION_SEQUENCE_COLUMNS arrays sorted by (event_time, event_id).
+
+    Clean gave every event a session (the source's, or one by inactivity gap), and sessions
+    stay within a day, so each row belongs to one split.
+    """
+    return _time_sorted_arrays(indexed_events, SESSION_SEQUENCE_COLUMNS[:2])
+
+
+def _time_sorted_arrays(indexed_events: DataFrame, keys: tuple[str, ...]) -> DataFrame:
     # The struct sorts by its first fields: time, then event_id as the tie-break.
     event = F.struct(EVENT_TIME, EVENT_ID, ITEM_IDX, EVENT_TYPE_IDX, TIMESTAMPS, SPLIT)
-    timelines = (indexed_events.where(F.col(ITEM_IDX).isNotNull()).groupBy(USER_ID)
+    timelines = (indexed_events.where(F.col(ITEM_IDX).isNotNull()).groupBy(*keys)
                  .agg(F.sort_array(F.collect_list(event)).alias("events")))
-    return timelines.select(USER_ID, *[F.col(f"events.{name}").alias(name) for name in SEQUENCE_COLUMNS[1:]])
+    return timelines.select(*keys, *[F.col(f"events.{name}").alias(name) for name in SEQUENCE_COLUMNS[1:]])
 
 
 def count_indexed_events(indexed_events: DataFrame) -> tuple[dict, int]:
@@ -282,6 +296,7 @@ def main(config: dict, ds: str) -> dict:
     try:
         write_partitions(items.withColumn(DT, F.lit(ds)), config, FEATURE_ITEMS)
         write_partitions(build_sequences(indexed).withColumn(DT, F.lit(ds)), config, FEATURE_SEQUENCES)
+        write_partitions(build_session_sequences(indexed).withColumn(DT, F.lit(ds)), config, FEATURE_SESSIONS)
         events_per_split, dropped = count_indexed_events(indexed)
         n_in_catalog = items.where(F.col(IN_CATALOG)).count()
     finally:

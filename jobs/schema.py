@@ -101,6 +101,8 @@ ITEM_FEATURE_COLUMNS = (ITEM_IDX, ITEM_ID, CATEGORY_IDX, BRAND_IDX, PRICE_BUCKET
                         TITLE_TOKENS, POPULARITY, IN_CATALOG, *ITEM_STAT_COLUMNS)
 # features/sequences/dt=D: one row per user, parallel arrays sorted by time (item events only).
 SEQUENCE_COLUMNS = (USER_ID, ITEM_IDX, EVENT_TYPE_IDX, TIMESTAMPS, SPLIT)
+# features/sessions/dt=D: the same arrays per (user, session) -- what session-based models read.
+SESSION_SEQUENCE_COLUMNS = (USER_ID, SESSION_ID, ITEM_IDX, EVENT_TYPE_IDX, TIMESTAMPS, SPLIT)
 
 # --- Lake datasets (relative to the lake root; every one is partitioned by dt) ---------
 LANDING_EVENTS = "landing/events"
@@ -113,6 +115,7 @@ QUARANTINE_EVENTS = "quarantine/events"  # further partitioned by stage=
 DENOISED_EVENTS = "denoised/events"
 FEATURE_ITEMS = "features/items"
 FEATURE_SEQUENCES = "features/sequences"
+FEATURE_SESSIONS = "features/sessions"
 FEATURE_META = "features/meta"  # meta.json: vocabulary sizes and the split dates; scalers.json
 # Append-only vocabularies, one dataset per name (jobs/vocabulary.py): <VOCABULARIES>/<name>/dt=D.
 VOCABULARIES = "state/vocabularies"

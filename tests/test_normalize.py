@@ -15,8 +15,8 @@ import numpy as np
 from jobs import normalize, spark_lake, vocabulary
 from jobs.features import read_scalers, scale_prices
 from jobs.lake import partition_path
-from jobs.schema import (DENOISED_EVENTS, FEATURE_ITEMS, FEATURE_META, FEATURE_SEQUENCES,
-                         ITEM_FEATURE_COLUMNS, RAW_CATALOG, SEQUENCE_COLUMNS)
+from jobs.schema import (DENOISED_EVENTS, FEATURE_ITEMS, FEATURE_META, FEATURE_SEQUENCES, FEATURE_SESSIONS,
+                         ITEM_FEATURE_COLUMNS, RAW_CATALOG, SEQUENCE_COLUMNS, SESSION_SEQUENCE_COLUMNS)
 
 TRAIN_DAY, VALID_DAY, TEST_DAY = "2026-11-25", "2026-11-26", "2026-11-27"
 EVENT_SCHEMA = ("event_id string, event_time timestamp, event_type string, user_id string, "
@@ -172,6 +172,22 @@ def test_sequences_are_time_ordered_item_events_with_their_split(spark):
     assert normalize.count_indexed_events(indexed) == ({"train": 2, "valid": 1, "test": 2}, 1)
 
 
+def test_session_sequences_split_a_users_events_by_session(spark):
+    # EVENTS put every event in session s1; give u1's valid-day cart its own session s2.
+    events = [row[:4] + (("s2",) if row[0] == "v1" else row[4:5]) + row[5:] for row in EVENTS]
+    items = spark.createDataFrame([(idx, f"i{idx}") for idx in range(1, 6)], "item_idx int, item_id string")
+
+    sessions = normalize.build_session_sequences(
+        normalize.index_item_events(spark.createDataFrame(events, EVENT_SCHEMA), items, SPLITS))
+
+    # The same arrays as test_sequences_are_time_ordered_item_events_with_their_split, cut by session.
+    assertDataFrameEqual(sessions, spark.createDataFrame([
+        ("u1", "s1", [4, 1, 2], [1, 2, 1], [1_795_597_200, 1_795_597_200, 1_795_773_600], [0, 0, 2]),
+        ("u1", "s2", [3], [3], [1_795_680_000], [1]),
+        ("u2", "s1", [5], [4], [1_795_777_200], [2]),
+    ], "user_id string, session_id string, " + SEQUENCES_SCHEMA.split(", ", 1)[1]))
+
+
 def test_plan_splits_uses_the_dates_present_in_the_window():
     available = ["2026-11-20", "2026-11-23", TRAIN_DAY, VALID_DAY, TEST_DAY]
     # A 5-day window ends at TEST_DAY and starts at 11-23, so 11-20 is out; 11-24 is missing.
@@ -215,6 +231,8 @@ def test_main_writes_items_sequences_and_meta(spark, tmp_config):
     assert tuple(items.columns) == ITEM_FEATURE_COLUMNS
     sequences = spark.read.parquet(partition_path(tmp_config, FEATURE_SEQUENCES, TEST_DAY))
     assert tuple(sequences.columns) == SEQUENCE_COLUMNS
+    sessions = spark.read.parquet(partition_path(tmp_config, FEATURE_SESSIONS, TEST_DAY))
+    assert tuple(sessions.columns) == SESSION_SEQUENCE_COLUMNS and sessions.count() == 2  # all in s1
     assert sorted(row.user_id for row in sequences.collect()) == ["u1", "u2"]
 
 

@@ -91,7 +91,8 @@ def test_every_stage_wrote_a_non_empty_partition(pipeline):
     assert pipeline["dates"] == [(dt.date.fromisoformat(DS) - dt.timedelta(days=n)).isoformat()
                                  for n in range(DAYS - 1, -1, -1)]
     for dataset in (schema.RAW_EVENTS, schema.DATA_QUALITY, schema.CLEAN_EVENTS, schema.DENOISED_EVENTS,
-                    schema.FEATURE_ITEMS, schema.FEATURE_SEQUENCES, schema.FEATURE_META, schema.MODEL_BASELINES,
+                    schema.FEATURE_ITEMS, schema.FEATURE_SEQUENCES, schema.FEATURE_SESSIONS, schema.FEATURE_META,
+                    schema.MODEL_BASELINES,
                     schema.MODEL_USER_ENCODER, schema.MODEL_ITEM_ENCODER, schema.MODEL_FUSION, schema.REPORTS,
                     schema.RECOMMENDATIONS, *[f"{schema.VOCABULARIES}/{name}" for name in schema.VOCABULARY_NAMES]):
         path = Path(partition_path(config, dataset, DS))
