@@ -148,20 +148,25 @@ def successor_rule_sequences(n_items: int, n_users: int, length: int, seed: int)
     })
 
 
-def test_gru_learns_the_successor_rule_that_popularity_cannot():
+def train_on_successor_rule(n_items: int, n_users: int, settings: dict):
+    """(trained encoder, train examples, valid examples, the encoder's valid recall@1) on a walk."""
     from jobs.encoder_scorers import user_encoder_scorer
     from jobs.train_user_encoder import train_user_encoder
 
-    n_items = 12
-    sequences = successor_rule_sequences(n_items, n_users=240, length=6, seed=1)
+    sequences = successor_rule_sequences(n_items, n_users=n_users, length=6, seed=1)
     train = make_examples(sequences, SPLIT_TRAIN, max_len=4)
     valid = make_examples(sequences, SPLIT_VALID, max_len=4)
-    settings = {"embedding_dim": 16, "hidden_dim": 16, "epochs": 10, "batch_size": 64, "learning_rate": 0.02,
-                "patience": 10}
+    settings = {"embedding_dim": 16, "hidden_dim": 16, "learning_rate": 0.02, **settings}
     trained = train_user_encoder(train, valid, n_items, N_EVENT_TYPES, settings, seed=7)
+    recall = recall_at_k(user_encoder_scorer(trained.encoder, trained.item_embeddings),
+                         valid.items, valid.types, valid.targets, k=1)
+    return trained, train, valid, recall
 
-    gru_recall = recall_at_k(user_encoder_scorer(trained.encoder, trained.item_embeddings),
-                             valid.items, valid.types, valid.targets, k=1)
+
+def test_gru_learns_the_successor_rule_that_popularity_cannot():
+    trained, train, valid, gru_recall = train_on_successor_rule(
+        12, n_users=240, settings={"epochs": 10, "batch_size": 64, "patience": 10})
+
     # Popularity recommends the most frequent training target to everyone; starts are
     # uniform, so it is right for about 1 user in 12.
     most_popular = np.bincount(train.targets).argmax()
@@ -172,22 +177,13 @@ def test_gru_learns_the_successor_rule_that_popularity_cannot():
 
 
 def test_sampled_softmax_learns_the_successor_rule_and_reports_the_full_softmax_val_loss():
-    from jobs.encoder_scorers import user_encoder_scorer
-    from jobs.train_user_encoder import train_user_encoder
-
     # 60 items, batches of 16 and 4 shared samples: each step scores 20 candidates, a third
     # of the catalog, yet the walk is learned over the whole catalog. (Most of the run time
     # is XLA compiling the train and test steps.)
     n_items = 60
-    sequences = successor_rule_sequences(n_items, n_users=300, length=6, seed=1)
-    train = make_examples(sequences, SPLIT_TRAIN, max_len=4)
-    valid = make_examples(sequences, SPLIT_VALID, max_len=4)
-    settings = {"embedding_dim": 16, "hidden_dim": 16, "epochs": 4, "batch_size": 16, "learning_rate": 0.02,
-                "patience": 4, "loss": "sampled_softmax", "num_sampled_negatives": 4}
-    trained = train_user_encoder(train, valid, n_items, N_EVENT_TYPES, settings, seed=7)
-
-    recall = recall_at_k(user_encoder_scorer(trained.encoder, trained.item_embeddings),
-                         valid.items, valid.types, valid.targets, k=1)
+    trained, train, valid, recall = train_on_successor_rule(
+        n_items, n_users=300, settings={"epochs": 4, "batch_size": 16, "patience": 4, "loss": "sampled_softmax",
+                                        "num_sampled_negatives": 4})
     popularity_recall = float(np.mean(valid.targets == np.bincount(train.targets).argmax()))
     assert popularity_recall <= 0.1  # uniform starts: about 1 user in 60
     assert recall >= 0.9
