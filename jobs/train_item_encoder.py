@@ -123,7 +123,7 @@ def train_item_encoder(item_features: dict[str, np.ndarray], vocabulary_sizes: d
             model, make_dataset(train_pairs.astype(np.int32), batch_size, seed=seed),
             make_dataset(valid_pairs.astype(np.int32), batch_size),
             epochs=int(settings["epochs"]), patience=int(settings["patience"]), valid_recall=valid_recall,
-            on_epoch_end=on_epoch_end)
+            on_epoch_end=on_epoch_end, max_train_minutes=settings.get("max_train_minutes"))
     exported = copy_to_float32(build_tower, tower)
     return TrainedItemEncoder(exported, embed_catalog(exported, item_features), history)
 

@@ -119,7 +119,7 @@ def train_user_encoder(train: Examples, valid: Examples, n_items: int, n_event_t
             make_dataset((train.items, train.types), batch_size, seed=seed, targets=train.targets),
             make_dataset((valid.items, valid.types), batch_size, targets=valid.targets),
             epochs=int(settings["epochs"]), patience=int(settings["patience"]), valid_recall=valid_recall,
-            on_epoch_end=on_epoch_end)
+            on_epoch_end=on_epoch_end, max_train_minutes=settings.get("max_train_minutes"))
     exported = copy_to_float32(build_encoder, encoder)
     return TrainedUserEncoder(exported, item_table(exported), history)
 
@@ -141,6 +141,16 @@ def training_model(encoder, loss: str, train_targets: np.ndarray, n_items: int, 
 
 def build_encoder_from_settings(settings: dict, n_items: int, n_event_types: int, max_len: int):
     """The encoder named by settings["architecture"] ("gru" when absent), with its optional keys' defaults."""
+    from jobs.models.user_encoder import with_cosine_logits
+
+    encoder = _build_architecture(settings, n_items, n_event_types, max_len)
+    logit_scale = float(settings.get("logit_scale") or 0.0)
+    if logit_scale < 0:
+        raise ValueError(f"user_encoder.logit_scale must be >= 0 (0: dot-product logits), got {logit_scale}")
+    return with_cosine_logits(encoder, logit_scale) if logit_scale > 0 else encoder
+
+
+def _build_architecture(settings: dict, n_items: int, n_event_types: int, max_len: int):
     from jobs.models import sasrec
     from jobs.models.user_encoder import build_user_encoder
 

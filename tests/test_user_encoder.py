@@ -267,3 +267,27 @@ def test_job_without_valid_events_says_so(tmp_config):
     write_features(tmp_config, ds, {"n_items": 8}, tiny_catalog(8), sequences)
     with pytest.raises(ValueError, match="yields no valid examples"):
         train_user_encoder.main(tmp_config, ds)
+
+
+def test_training_deadline_stops_when_another_epoch_would_overrun_the_budget():
+    # Budget 10 minutes = 600 s. Epoch 1 runs 0..200 s: 200 + 200 = 400 <= 600, go on.
+    # Epoch 2 runs 200..450 s: 450 + 250 = 700 > 600, stop (a third epoch would end near 700 s).
+    from jobs.models.training import TrainingDeadline
+
+    now = [0.0]
+    deadline = TrainingDeadline(10, started=0.0, clock=lambda: now[0])
+    deadline.epoch_begins()
+    now[0] = 200.0
+    assert not deadline.should_stop(0)
+    deadline.epoch_begins()
+    now[0] = 450.0
+    assert deadline.should_stop(1) and deadline.stopped
+    assert not TrainingDeadline(None, started=0.0, clock=lambda: 1e9).should_stop(5)
+    with pytest.raises(ValueError, match="max_train_minutes must be > 0"):
+        TrainingDeadline(0, started=0.0)
+
+
+def test_a_spent_time_budget_ends_training_after_the_first_epoch():
+    trained, _, _, _ = train_on_successor_rule(
+        12, n_users=60, settings={"epochs": 5, "batch_size": 64, "patience": 5, "max_train_minutes": 1e-6})
+    assert len(trained.history["val_loss"]) == 1 and trained.history["stopped_by_deadline"] is True

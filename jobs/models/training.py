@@ -55,11 +55,14 @@ EpochLogger = Callable[[int, dict], None]
 
 
 def fit_with_early_stopping(model, train_data, valid_data, epochs: int, patience: int,
-                            valid_recall: Callable[[], float], on_epoch_end: EpochLogger | None = None) -> dict:
+                            valid_recall: Callable[[], float], on_epoch_end: EpochLogger | None = None,
+                            max_train_minutes: float | None = None) -> dict:
     """Fit, adding VALID_RECALL after every epoch; stop on val_loss and restore the best weights.
 
     on_epoch_end(epoch, logs) receives each epoch's complete logs (e.g. log_epoch_to_mlflow).
-    Returns the history: one list per metric plus best_epoch (0-based) and train_seconds.
+    max_train_minutes: a time budget (None: none); see TrainingDeadline.
+    Returns the history: one list per metric plus best_epoch (0-based), train_seconds and
+    stopped_by_deadline.
     """
     import keras
 
@@ -78,6 +81,16 @@ def fit_with_early_stopping(model, train_data, valid_data, epochs: int, patience
     if on_epoch_end is not None:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end))
     callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=print_progress))
+    deadline = TrainingDeadline(max_train_minutes, started)
+
+    def stop_at_deadline(epoch, logs):
+        if deadline.should_stop(epoch):
+            model.stop_training = True
+
+    callbacks.append(keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: deadline.epoch_begins(),
+                                                    on_epoch_end=stop_at_deadline))
+    # Last: its on_train_end restores the best epoch's weights however training ended
+    # (patience, the epoch limit or the deadline).
     callbacks.append(keras.callbacks.EarlyStopping(monitor=MONITORED, patience=patience, restore_best_weights=True))
     # shuffle=False: the tf.data pipeline already shuffles with the seed.
     fitted = model.fit(train_data, validation_data=valid_data, epochs=epochs, callbacks=callbacks, shuffle=False,
@@ -85,7 +98,40 @@ def fit_with_early_stopping(model, train_data, valid_data, epochs: int, patience
     history = {name: [float(value) for value in values] for name, values in fitted.history.items()}
     history["best_epoch"] = int(np.argmin(history[MONITORED]))
     history["train_seconds"] = round(time.monotonic() - started, 2)
+    history["stopped_by_deadline"] = deadline.stopped
     return history
+
+
+class TrainingDeadline:
+    """Decides, after each epoch, whether one more epoch would overrun the time budget.
+
+    A nightly task has a slot to finish in: rather than be killed mid-epoch (and lose the
+    run), training ends early and keeps its best epoch so far. "One more epoch" is
+    estimated by the epoch just finished, so the budget is rarely overrun by more than the
+    validation that follows an epoch. None: no budget.
+    """
+
+    def __init__(self, max_minutes: float | None, started: float, clock: Callable[[], float] = time.monotonic):
+        if max_minutes is not None and max_minutes <= 0:
+            raise ValueError(f"max_train_minutes must be > 0 (or null for no budget), got {max_minutes}")
+        self.max_seconds = None if max_minutes is None else 60.0 * float(max_minutes)
+        self.started, self.clock = started, clock
+        self.epoch_started = started
+        self.stopped = False
+
+    def epoch_begins(self) -> None:
+        self.epoch_started = self.clock()
+
+    def should_stop(self, epoch: int) -> bool:
+        """After epoch (0-based) ends: True once another epoch like it would pass the budget."""
+        if self.max_seconds is None:
+            return False
+        now = self.clock()
+        self.stopped = (now - self.started) + (now - self.epoch_started) > self.max_seconds
+        if self.stopped:
+            print(f"time budget: stopping after epoch {epoch + 1}, another epoch would pass "
+                  f"{self.max_seconds / 60:g} minutes", flush=True)
+        return self.stopped
 
 
 def log_epoch_to_mlflow(epoch: int, logs: dict) -> None:

@@ -19,6 +19,13 @@ Two training losses:
   correction of Yi et al.), so that the popular items the sampler over-represents are not
   pushed down more than the full softmax would. Cost per step is [batch, batch + S],
   independent of the catalog size.
+
+Either loss can score by scaled cosine instead of the plain dot product (`logit_scale` > 0;
+NISER, Gupta et al., 2019): the user vector and every item vector are L2-normalised and
+the logit is logit_scale * cos(user, item). A plain dot product lets popular items win by
+growing long embeddings; the cosine takes vector length out of the ranking, which lifts
+the long tail, and the scale keeps the softmax sharp enough to learn (a cosine alone spans
+only [-1, 1]).
 """
 
 from __future__ import annotations
@@ -31,6 +38,9 @@ from keras import layers, ops
 # so that 0 * logit stays 0 in the gradient (-inf would give NaN).
 PAD_LOGIT = -1e9
 ITEM_EMBEDDING_LAYER = "item_embedding"
+COSINE_USER_VECTOR_LAYER = "cosine_user_vector"
+# Guards the L2 norm of an all-zero row (the padding item can be one): its unit vector is 0.
+_NORM_EPSILON = 1e-12
 
 
 def build_user_encoder(n_items: int, n_event_types: int, max_len: int, embedding_dim: int,
@@ -56,19 +66,67 @@ def build_user_encoder(n_items: int, n_event_types: int, max_len: int, embedding
     return keras.Model([items, types], user_vector, name="user_encoder")
 
 
+def unit_rows(vectors):
+    """Each row divided by its L2 norm (an all-zero row stays 0)."""
+    vectors = ops.cast(vectors, "float32")
+    squared_norms = ops.sum(ops.square(vectors), axis=-1, keepdims=True)
+    return vectors * ops.rsqrt(ops.maximum(squared_norms, _NORM_EPSILON))
+
+
+@keras.saving.register_keras_serializable(package="fusionrec")
+class ScaledUnitVector(layers.Layer):
+    """x [n, d] -> scale * x / ||x||: the user side of the scaled-cosine logits."""
+
+    def __init__(self, scale: float, **kwargs):
+        super().__init__(**{"dtype": "float32", **kwargs})
+        self.scale = float(scale)
+
+    def call(self, vectors):
+        return self.scale * unit_rows(vectors)
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale}
+
+
+def with_cosine_logits(encoder: keras.Model, logit_scale: float) -> keras.Model:
+    """The encoder with its user vector scaled to length logit_scale (see the module docstring).
+
+    The item side is normalised wherever the tied table is read (item_table, TiedItemLogits,
+    the sampled loss), so every score becomes logit_scale * cos(user, item).
+    """
+    if logit_scale <= 0:
+        raise ValueError(f"user_encoder.logit_scale must be > 0 for cosine logits, got {logit_scale}")
+    user_vector = ScaledUnitVector(logit_scale, name=COSINE_USER_VECTOR_LAYER)(encoder.output)
+    return keras.Model(encoder.inputs, user_vector, name=encoder.name)
+
+
+def uses_cosine_logits(encoder: keras.Model) -> bool:
+    return any(layer.name == COSINE_USER_VECTOR_LAYER for layer in encoder.layers)
+
+
+def scoring_table(encoder: keras.Model):
+    """The tied item table as scores read it: unit rows under cosine logits, else as stored (a tensor)."""
+    table = ops.cast(encoder.get_layer(ITEM_EMBEDDING_LAYER).embeddings, "float32")
+    return unit_rows(table) if uses_cosine_logits(encoder) else table
+
+
 class TiedItemLogits(layers.Layer):
     """user vector [n, d] -> logits [n, n_items + 1] against the encoder's input item table.
 
     Column 0 (padding / out of catalog) is pinned to PAD_LOGIT so it is never predicted.
-    Computed in float32 so mixed-precision training keeps an exact softmax.
+    Computed in float32 so mixed-precision training keeps an exact softmax. With
+    unit_items the table's rows are L2-normalised first (cosine logits).
     """
 
-    def __init__(self, item_embedding: layers.Embedding, **kwargs):
+    def __init__(self, item_embedding: layers.Embedding, unit_items: bool = False, **kwargs):
         super().__init__(dtype="float32", **kwargs)
         self.item_embedding = item_embedding
+        self.unit_items = unit_items
 
     def call(self, user_vectors):
         table = ops.cast(self.item_embedding.embeddings, "float32")
+        if self.unit_items:
+            table = unit_rows(table)
         logits = ops.matmul(ops.cast(user_vectors, "float32"), ops.transpose(table))
         is_padding_column = ops.arange(ops.shape(table)[0]) == 0
         return ops.where(is_padding_column[None, :], PAD_LOGIT, logits)
@@ -76,7 +134,8 @@ class TiedItemLogits(layers.Layer):
 
 def build_training_model(encoder: keras.Model) -> keras.Model:
     """(items, types) -> next-item logits over the catalog, sharing the encoder's weights."""
-    logits = TiedItemLogits(encoder.get_layer(ITEM_EMBEDDING_LAYER), name="tied_item_logits")(encoder.output)
+    logits = TiedItemLogits(encoder.get_layer(ITEM_EMBEDDING_LAYER), unit_items=uses_cosine_logits(encoder),
+                            name="tied_item_logits")(encoder.output)
     return keras.Model(encoder.inputs, logits, name="user_encoder_training")
 
 
@@ -87,8 +146,12 @@ def full_softmax_loss(targets, logits):
 
 
 def item_table(encoder: keras.Model):
-    """The tied item embedding table, float32 [n_items + 1, d] (numpy)."""
-    return ops.convert_to_numpy(ops.cast(encoder.get_layer(ITEM_EMBEDDING_LAYER).embeddings, "float32"))
+    """The tied item table the encoder's user vectors are scored against, float32 [n_items + 1, d] (numpy).
+
+    Under cosine logits its rows have unit length (the saved item_embeddings.npy is this
+    table, so serving scores exactly as training did).
+    """
+    return ops.convert_to_numpy(scoring_table(encoder))
 
 
 # --- sampled softmax ---------------------------------------------------------------------
@@ -234,7 +297,8 @@ class SampledSoftmaxTrainer(keras.Model):
         super().__init__(name="user_encoder_sampled_softmax", **kwargs)
         self.encoder = encoder
         self.item_embedding = encoder.get_layer(ITEM_EMBEDDING_LAYER)
-        self.full_logits = TiedItemLogits(self.item_embedding, name="tied_item_logits")
+        self.unit_items = uses_cosine_logits(encoder)
+        self.full_logits = TiedItemLogits(self.item_embedding, unit_items=self.unit_items, name="tied_item_logits")
         self.sampler = PopularitySampler(target_counts, seed, name="popularity_sampler")
         self.num_sampled_negatives = int(num_sampled_negatives)
         self.built = True  # the encoder is built; the other layers hold no weights of their own
@@ -245,6 +309,7 @@ class SampledSoftmaxTrainer(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if not training:
             return full_softmax_loss(y, self.full_logits(y_pred))
-        return sampled_softmax_loss(y_pred, self.item_embedding.embeddings, y,
+        table = self.item_embedding.embeddings
+        return sampled_softmax_loss(y_pred, unit_rows(table) if self.unit_items else table, y,
                                     self.sampler.sample(self.num_sampled_negatives),
                                     self.sampler.log_target_frequency, self.sampler.log_sampling_probability)
