@@ -45,8 +45,17 @@ TRAIN_FILE = "train_sessions.txt"
 TEST_FILE = "test_examples.tsv"
 TEST_HEADER = ["prefix", "label"]
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
-MODELS = ("pop", "spop", "item_knn", "als", "gru", "sasrec")
+ENCODERS = ("gru", "sasrec")
+FUSIONS = ("fusion_rrf", "fusion_stacking")
+MODELS = ("pop", "spop", "item_knn", "als", *ENCODERS, *FUSIONS)
+# The fusions' members: the quick baselines and the two encoders (ALS, a Spark job, adds
+# minutes and the weakest scores).
+FUSION_MEMBERS = ("pop", "spop", "item_knn", *ENCODERS)
+CACHE_DIR = REPO_ROOT / ".fusionrec" / "bench-models"  # the encoders' saved models, read by the fusions
 DEFAULT_MODELS = ("pop", "spop", "item_knn")
+# The encoders' width and logit scale on this benchmark (the nightly defaults suit the small demo catalog).
+ENCODER_DIM = 64
+ENCODER_LOGIT_SCALE = 16.0
 K = 20
 PRECISION, MRR = f"P@{K}", f"MRR@{K}"
 # Scoring 1024 prefixes at a time keeps a [1024, n_items + 1] float32 block near 180 MB on DIGINETICA.
@@ -151,12 +160,10 @@ def fit_model(model: str, data: SessionData, options: argparse.Namespace):
                                            include_self=options.knn_include_self), data.test
     if model == "als":
         return _fit_als(data, options), data.test
-    if model == "gru":
-        return _fit_user_encoder(data, options, {"architecture": "gru", "epochs": options.gru_epochs})
-    if model == "sasrec":
-        return _fit_user_encoder(data, options, {
-            "architecture": "sasrec", "epochs": options.sasrec_epochs, "num_blocks": options.sasrec_blocks,
-            "num_heads": options.sasrec_heads, "dropout": options.sasrec_dropout})
+    if model in ENCODERS:
+        return _fit_user_encoder(data, options, model)
+    if model in FUSIONS:
+        return _fit_fusion(model, data, options), data.test
     raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
 
 
@@ -173,30 +180,149 @@ def _fit_als(data: SessionData, options: argparse.Namespace):
         spark.stop()
 
 
-def _fit_user_encoder(data: SessionData, options: argparse.Namespace, overrides: dict):
-    """The nightly user encoder (full softmax, tied embeddings) on the session prefixes.
+def encoder_settings(model: str, options: argparse.Namespace) -> dict:
+    """The configured user_encoder section with this benchmark's choices for `model` (gru or sasrec)."""
+    from jobs.config import resolve_config
 
-    overrides replace keys of the configured user_encoder section (architecture, epochs, ...).
+    common = {"architecture": model, "embedding_dim": options.encoder_dim, "hidden_dim": options.encoder_dim,
+              "logit_scale": options.encoder_logit_scale, "max_train_minutes": options.encoder_max_minutes}
+    if model == "gru":
+        return {**resolve_config()["user_encoder"], **common, "epochs": options.gru_epochs}
+    return {**resolve_config()["user_encoder"], **common, "epochs": options.sasrec_epochs,
+            "num_blocks": options.sasrec_blocks, "num_heads": options.sasrec_heads,
+            "dropout": options.sasrec_dropout}
+
+
+def n_fit_sessions(data: SessionData) -> int:
+    """Training sessions before the validation share (the file lists them in time order)."""
+    return int(round(len(data.train_sessions) * (1.0 - GRU_VALID_SHARE)))
+
+
+def _fit_user_encoder(data: SessionData, options: argparse.Namespace, model: str):
+    """The nightly user encoder (tied embeddings) on the session prefixes; saved for the fusions.
+
     Its inputs are the last --gru-max-len events (the nightly max_seq_len); it early-stops on
     the prefixes of the last GRU_VALID_SHARE of training sessions, which the file lists in
-    time order, and trains on the rest.
+    time order, and trains on the rest. The fitted encoder is saved under the cache folder,
+    where fusion_rrf and fusion_stacking load it.
     """
-    from jobs.config import resolve_config
     from jobs.encoder_scorers import user_encoder_scorer
+    from jobs.models.training import write_model_dir
     from jobs.schema import N_EVENT_TYPES
     from jobs.train_user_encoder import train_user_encoder
 
     max_len = options.gru_max_len
-    n_train_sessions = int(round(len(data.train_sessions) * (1.0 - GRU_VALID_SHARE)))
-    train = prefix_examples(data.train_sessions[:n_train_sessions], max_len)
-    valid = prefix_examples(data.train_sessions[n_train_sessions:], max_len)
-    settings = {**resolve_config()["user_encoder"], **overrides}
-    print(f"{settings['architecture']}: {len(train)} training / {len(valid)} valid prefixes, settings {settings}",
-          flush=True)
+    n_fit = n_fit_sessions(data)
+    train = prefix_examples(data.train_sessions[:n_fit], max_len)
+    valid = prefix_examples(data.train_sessions[n_fit:], max_len)
+    settings = encoder_settings(model, options)
+    print(f"{model}: {len(train)} training / {len(valid)} valid prefixes, settings {settings}", flush=True)
     trained = train_user_encoder(train, valid, data.n_items, N_EVENT_TYPES, settings, seed=options.seed)
-    test = data.test
-    truncated = Examples(test.items[:, -max_len:], test.types[:, -max_len:], test.targets, test.user_ids)
-    return user_encoder_scorer(trained.encoder, trained.item_embeddings), truncated
+    saved = encoder_cache_dir(options, model)
+    saved.mkdir(parents=True, exist_ok=True)
+    write_model_dir(str(saved), trained.encoder, trained.item_embeddings,
+                    {**settings, "max_len": max_len, "seed": options.seed}, trained.history)
+    return TruncatingScorer(model, user_encoder_scorer(trained.encoder, trained.item_embeddings), max_len), data.test
+
+
+def encoder_cache_dir(options: argparse.Namespace, model: str) -> Path:
+    return options.cache_dir / options.data.resolve().name / model
+
+
+class TruncatingScorer:
+    """A scorer that reads each history as its last max_len events (an encoder's fixed input width).
+
+    Renamed to the benchmark's model name, so the GRU and SASRec (both "user_encoder" in the
+    nightly pipeline) are distinct fusion members.
+    """
+
+    def __init__(self, name: str, scorer, max_len: int):
+        self.name, self.scorer, self.max_len = name, scorer, max_len
+
+    def score(self, items: np.ndarray, types: np.ndarray) -> np.ndarray:
+        return self.scorer.score(fixed_width(items, self.max_len), fixed_width(types, self.max_len))
+
+
+def fixed_width(matrix: np.ndarray, width: int) -> np.ndarray:
+    """A left-padded [n, L] matrix as [n, width]: its last width columns, or 0 columns added in front."""
+    if matrix.shape[1] >= width:
+        return matrix[:, -width:]
+    return np.pad(matrix, ((0, 0), (width - matrix.shape[1], 0)))
+
+
+# --- The fusions ------------------------------------------------------------------------
+
+def _fit_fusion(model: str, data: SessionData, options: argparse.Namespace):
+    """fusion_rrf (decision level) or fusion_stacking (model level) over FUSION_MEMBERS, fitted on valid prefixes.
+
+    As in the nightly pipeline, the fuser learns from predictions its members made on data
+    they never trained on: the prefixes of the last GRU_VALID_SHARE of training sessions.
+    The encoders were trained without those sessions (and early-stopped on them); the
+    baselines are refitted on the same earlier sessions for the fusion's fit, then on all
+    training sessions for the test, as every benchmark row is. The feature level needs a
+    second embedding source (the item-attribute encoder): session ids carry no attributes.
+    """
+    from jobs.fusion.decision_level import RankFusion
+    from jobs.fusion.model_level import StackingRanker
+
+    n_fit = n_fit_sessions(data)
+    valid_sessions = data.train_sessions[n_fit:]
+    valid = prefix_examples(valid_sessions, max(len(session) for session in valid_sessions))
+    encoders = [_load_cached_encoder(model_name, options) for model_name in ENCODERS]
+    fit_members = [*_fusion_baselines(data.train_sessions[:n_fit], data.n_items, options), *encoders]
+    test_members = [*_fusion_baselines(data.train_sessions, data.n_items, options), *encoders]
+    per_model = options.fusion_candidates
+    if model == "fusion_rrf":
+        fuser = RankFusion(fit_members, candidates_per_model=per_model, rrf_k=options.fusion_rrf_k)
+        print(f"{model}: {fuser.fit(valid, grid_steps=options.fusion_grid_steps)}", flush=True)
+        return RankFusion(test_members, per_model, options.fusion_rrf_k, fuser.weights)
+    fuser = StackingRanker(fit_members, _counts(data.train_sessions[:n_fit], data.n_items), per_model,
+                           seed=options.seed)
+    print(f"{model}: {fuser.fit(valid)}", flush=True)
+    return StackingRanker(test_members, _counts(data.train_sessions, data.n_items), per_model,
+                          fuser.coefficients, fuser.intercept)
+
+
+def missing_encoder_message(saved: Path, model: str) -> str:
+    return (f"{saved} holds no saved {model}: the fusions reuse the encoders, so run "
+            f"--models {','.join(ENCODERS)} on this --data first")
+
+
+def check_fusion_inputs(options: argparse.Namespace) -> None:
+    """Before any model runs: each fusion asked for needs both encoders, saved earlier or run before it."""
+    for position, model in enumerate(options.model_list):
+        if model not in FUSIONS:
+            continue
+        for encoder in ENCODERS:
+            saved = encoder_cache_dir(options, encoder)
+            if encoder not in options.model_list[:position] and not (saved / "config.json").is_file():
+                raise SystemExit(missing_encoder_message(saved, encoder))
+
+
+def _fusion_baselines(sessions: list, n_items: int, options: argparse.Namespace) -> list:
+    from jobs import baselines
+
+    knn = baselines.ItemKNNScorer.fit(sessions, n_items, neighbours=options.knn_neighbours,
+                                      regularization=options.knn_regularization,
+                                      include_self=options.knn_include_self)
+    return [baselines.PopularityScorer(_counts(sessions, n_items)),
+            baselines.SessionPopularityScorer.fit(sessions, n_items), knn]
+
+
+def _counts(sessions: list, n_items: int) -> np.ndarray:
+    from jobs.baselines import item_counts
+
+    return item_counts(sessions, n_items)
+
+
+def _load_cached_encoder(model: str, options: argparse.Namespace) -> TruncatingScorer:
+    from jobs.encoder_scorers import load_user_encoder_scorer
+
+    saved = encoder_cache_dir(options, model)
+    if not (saved / "config.json").is_file():
+        raise FileNotFoundError(missing_encoder_message(saved, model))
+    max_len = json.loads((saved / "config.json").read_text())["max_len"]
+    return TruncatingScorer(model, load_user_encoder_scorer(str(saved)), max_len)
 
 
 def prefix_examples(sessions: list[np.ndarray], max_len: int) -> Examples:
@@ -244,8 +370,10 @@ def _forwarded_options(options: argparse.Namespace) -> list[str]:
         forwarded.append("--knn-include-self")
     for name in ("knn_neighbours", "knn_regularization", "als_rank", "als_iterations", "spark_master",
                  "gru_epochs", "gru_max_len", "sasrec_epochs", "sasrec_blocks", "sasrec_heads", "sasrec_dropout",
-                 "seed"):
-        forwarded += [f"--{name.replace('_', '-')}", str(getattr(options, name))]
+                 "encoder_dim", "encoder_logit_scale", "encoder_max_minutes", "fusion_candidates", "fusion_rrf_k",
+                 "fusion_grid_steps", "cache_dir", "seed"):
+        if getattr(options, name) is not None:  # None is the option's default: nothing to forward
+            forwarded += [f"--{name.replace('_', '-')}", str(getattr(options, name))]
     return forwarded
 
 
@@ -295,6 +423,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--sasrec-blocks", type=int, default=2, help="self-attention blocks")
     parser.add_argument("--sasrec-heads", type=int, default=1, help="attention heads per block")
     parser.add_argument("--sasrec-dropout", type=float, default=0.2)
+    parser.add_argument("--encoder-dim", type=int, default=ENCODER_DIM,
+                        help="embedding and hidden width of both encoders")
+    parser.add_argument("--encoder-logit-scale", type=float, default=ENCODER_LOGIT_SCALE,
+                        help="> 0: scaled-cosine logits (NISER) for both encoders; 0: dot product")
+    parser.add_argument("--encoder-max-minutes", type=float, default=None,
+                        help="time budget per encoder: stop after the epoch past which another would overrun it, "
+                             "keeping the best epoch (default: none)")
+    parser.add_argument("--fusion-candidates", type=int, default=50, help="top items each member contributes")
+    parser.add_argument("--fusion-rrf-k", type=float, default=60.0)
+    parser.add_argument("--fusion-grid-steps", type=int, default=5, help="RRF weights in multiples of 1/steps")
+    parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR,
+                        help="where the encoders are saved for the fusions (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--worker", choices=MODELS, help=argparse.SUPPRESS)  # internal: run one model here
     parser.add_argument("--worker-output", type=Path, help=argparse.SUPPRESS)
@@ -318,6 +458,7 @@ def main(argv=None) -> dict:
         return {options.worker: result}
     if not options.data.is_dir():
         raise SystemExit(f"--data {options.data} is not a folder (set RECSYS_SHARED_DATA or pass --data)")
+    check_fusion_inputs(options)
     results = {model: run_in_fresh_process(model, options) for model in options.model_list}
     print(results_table(results, PUBLISHED.get(options.data.resolve().name, {})))
     results_path = options.results_dir / f"{options.data.resolve().name}.json"

@@ -238,3 +238,30 @@ def test_fitted_baselines_survive_a_save_and_load(tmp_path, spark):
     # Item-KNN learned the walks: 4 and 6 share the most sessions with 5 (they neighbour it
     # in every walk through it), so they lead its list.
     assert set(np.argsort(-fitted["item_knn"].score(histories, None)[1])[:2]) == {4, 6}
+
+
+def walk_sessions(n_sessions: int, n_items: int, length: int) -> list[str]:
+    """Session s walks items s, s+1, ... (wrapping after n_items): the next item is always the successor."""
+    return [" ".join(str((start + step) % n_items + 1) for step in range(length)) for start in range(n_sessions)]
+
+
+def test_bench_fusions_reuse_the_saved_encoders_and_fit_on_the_valid_sessions(tmp_path):
+    folder = write_session_folder(tmp_path / "walks", walk_sessions(40, 30, 5), ["3 4\t5", "10 11 12\t13"])
+    arguments = ["--data", str(folder), "--results-dir", str(tmp_path / "results"),
+                 "--cache-dir", str(tmp_path / "cache"), "--gru-epochs", "1", "--sasrec-epochs", "1",
+                 "--encoder-dim", "8", "--fusion-candidates", "5"]
+    bench = load_bench()
+    with pytest.raises(SystemExit, match="holds no saved gru: the fusions reuse the encoders, so run --models "
+                                         "gru,sasrec on this --data first"):
+        bench.main([*arguments, "--models", "fusion_rrf"])
+
+    # In this process, not one per model as main() does: four TensorFlow start-ups cost minutes.
+    options = bench.parse_args(arguments)
+    assert bench.parse_args(bench._forwarded_options(options)).cache_dir == options.cache_dir  # reaches the workers
+    results = {model: bench.run_model(model, folder, options)
+               for model in ("gru", "sasrec", "fusion_rrf", "fusion_stacking")}
+    assert (tmp_path / "cache" / "walks" / "sasrec" / "model.keras").is_file()
+    # Item-KNN alone ranks both successors first (an item's neighbours are its predecessor
+    # and its successor, and the successor follows it in more sessions); each fusion keeps
+    # them within its top 20, with weights learned from the valid sessions' prefixes.
+    assert results["fusion_rrf"]["P@20"] == 100.0 and results["fusion_stacking"]["P@20"] == 100.0
