@@ -652,8 +652,9 @@ def denoise(config: dict, dates: list[str]) -> dict:
 # ===========================================================================================
 def plan_splits(config: dict, ds: str):
     from jobs.normalize import plan_splits as spark_plan  # pure Python: the same rule, not a copy
+    from jobs.normalize import split_days
 
-    return spark_plan(ds, config["window_days"], existing_partitions(config, DENOISED_EVENTS))
+    return spark_plan(ds, config["window_days"], existing_partitions(config, DENOISED_EVENTS), **split_days(config))
 
 
 def latest_snapshots(catalogs: pd.DataFrame, ds: str) -> pd.DataFrame:
@@ -776,7 +777,7 @@ def normalize(config: dict, ds: str) -> dict:
     splits = plan_splits(config, ds)
     events = read_event_partitions(config, DENOISED_EVENTS, splits.all)
     landed = set(existing_partitions(config, RAW_CATALOG))
-    catalog_dates = [day for day in splits.all if day in landed or day == splits.test]
+    catalog_dates = [day for day in splits.all if day in landed or day == splits.test[-1]]
     catalogs = pd.concat([read_catalog(config, day) for day in catalog_dates], ignore_index=True)
     train_events = events[_flag(events[DT].astype(str).isin(splits.train))]
 
@@ -797,7 +798,7 @@ def normalize(config: dict, ds: str) -> dict:
     item_events = events[_flag(events[EVENT_TYPE].isin(ITEM_EVENT_TYPES)) & _flag(events[ITEM_ID].notna())]
     micros = item_events[EVENT_TIME].to_numpy(dtype="datetime64[us]").astype(np.int64)
     day = item_events[DT].astype(str)
-    split = np.where(day == splits.test, SPLIT_TEST, np.where(day == splits.valid, SPLIT_VALID, SPLIT_TRAIN))
+    split = np.where(day.isin(splits.test), SPLIT_TEST, np.where(day.isin(splits.valid), SPLIT_VALID, SPLIT_TRAIN))
     indexed = pd.DataFrame({
         USER_ID: item_events[USER_ID].to_numpy(), EVENT_ID: item_events[EVENT_ID].to_numpy(), "_micros": micros,
         ITEM_IDX: item_events[ITEM_ID].map(vocabularies["item"]).fillna(0).to_numpy(dtype=np.int32),
@@ -814,7 +815,7 @@ def normalize(config: dict, ds: str) -> dict:
              "n_brands": len(vocabularies["brand"]), "n_title_tokens": len(vocabularies["title_token"])}
     meta = {"ds": ds, **sizes, "n_event_types": N_EVENT_TYPES, "n_price_buckets": N_PRICE_BUCKETS,
             "n_items_in_catalog": int(items[IN_CATALOG].sum()),
-            "train_dates": splits.train, "valid_date": splits.valid, "test_date": splits.test,
+            "train_dates": splits.train, "valid_dates": splits.valid, "test_dates": splits.test,
             "n_users": sequences.num_rows,
             "events_per_split": {SPLIT_NAMES[code]: int(per_split[code]) for code in SPLIT_NAMES},
             "price_log_mean": prices["log_mean"], "price_log_std": prices["log_std"],

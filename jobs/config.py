@@ -24,6 +24,9 @@ DEFAULTS: dict = {
     "scale": "small",  # synthetic data scale: tiny | small | large
     "seed": 42,
     "window_days": 14,  # nights of history the features and models see
+    # Time-based holdout in normalize: the window's last test_days days are the test split,
+    # the valid_days before them validation, the rest training (1 and 1: test = the night).
+    "split": {"valid_days": 1, "test_days": 1},
     "max_seq_len": 20,
     "top_k": 20,
     # Where the night's events come from: the tracking system's own export ("fusionrec",
@@ -124,6 +127,12 @@ DEFAULTS: dict = {
         # popularity, with the logQ correction, for catalogs too large for a full softmax.
         "loss": "full_softmax",
         "num_sampled_negatives": 512,
+        # > 0: logits are logit_scale * cos(user, item) instead of the dot product (NISER);
+        # 0: the plain dot product.
+        "logit_scale": 0.0,
+        # Stop after the epoch past which another would overrun this many minutes, keeping
+        # the best epoch so far (null: no budget).
+        "max_train_minutes": None,
     },
     "item_encoder": {
         "embedding_dim": 64,
@@ -136,6 +145,7 @@ DEFAULTS: dict = {
         "max_title_tokens": 16,
         "recency_decay": 0.8,  # the scorer's weight of a history item k steps back: 0.8**k
         "popularity_dropout": 0.2,  # share of training lookups that see popularity 0, as a new item does
+        "max_train_minutes": None,  # as for user_encoder
     },
     # Baselines fitted nightly (jobs/train_baselines.py): yardsticks and fusion members. Item-KNN
     # and ALS learn from sessions (a user's train events cut at this much inactivity).

@@ -9,9 +9,11 @@ Outputs for the logical date ds (each replaces only dt=ds):
   features/meta/dt=ds/scalers.json  the price scaling fitted on the train days, for serving
   state/vocabularies/<name>/dt=ds   the append-only vocabularies (jobs/vocabulary.py)
 
-Split by day: test = ds, valid = the day before, train = the earlier days of the window.
-Anything learned from data (popularity, rolling rates, price scaling) uses train days
-only, so validation and test never leak into features.
+Split by day (config split): test = the last test_days days of the window (ending at ds),
+valid = the valid_days days before them, train = the earlier days of the window; the
+defaults 1 and 1 make test = ds and valid = the day before. Anything learned from data
+(popularity, rolling rates, price scaling) uses train days only, so validation and test
+never leak into features.
 
 Id conventions (schema): vocabularies persist across nights and only grow (new values get
 the next ids, in sorted order); 0 means padding or unknown. meta's n_items / n_categories /
@@ -53,28 +55,61 @@ VIEW_COUNT_COLUMNS = tuple(item_stat_column("views", days) for days in ITEM_STAT
 @dataclasses.dataclass(frozen=True)
 class SplitDates:
     train: list[str]
-    valid: str
-    test: str
+    valid: list[str]
+    test: list[str]
 
     @property
     def all(self) -> list[str]:
-        return [*self.train, self.valid, self.test]
+        return [*self.train, *self.valid, *self.test]
 
 
-def plan_splits(ds: str, window_days: int, available: list[str]) -> SplitDates:
-    """Pick the window's dates that exist and assign each to a split; ValueError if unusable."""
+def split_days(config: dict) -> dict[str, int]:
+    """{"valid_days", "test_days"} from config["split"] (1 and 1 where a config file predates it)."""
+    settings = {"valid_days": 1, "test_days": 1, **config.get("split", {})}
+    for key in ("valid_days", "test_days"):
+        _check_split_days(key, settings[key])
+    return {key: settings[key] for key in ("valid_days", "test_days")}
+
+
+def _check_split_days(key: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"config split.{key} must be a whole number of days >= 1, got {value!r}")
+
+
+def plan_splits(ds: str, window_days: int, available: list[str], valid_days: int = 1,
+                test_days: int = 1) -> SplitDates:
+    """Pick the window's dates that exist and assign each to a split; ValueError if unusable.
+
+    Test gets the last test_days days of the window (ds the last of them), valid the
+    valid_days days before those, train every earlier day; each split lists only the days
+    that have data. Worked example, ds 11-27, valid_days 2, test_days 2, window 6:
+    window 11-22..11-27, test 11-26, 11-27; valid 11-24, 11-25; train 11-22, 11-23.
+    """
+    _check_split_days("valid_days", valid_days)
+    _check_split_days("test_days", test_days)
     window = days_back(ds, window_days)
     available_dates = set(available)
     present = [day for day in window if day in available_dates]
-    valid = days_back(ds, 2)[0]
     if ds not in present:
         raise ValueError(f"no denoised events for the logical date {ds}: run clean and denoise first")
     if len(present) < MIN_DATES:
         raise ValueError(f"normalize {ds} needs denoised events on at least {MIN_DATES} of the "
                          f"{window_days} days {window[0]}..{ds}; found {present}")
-    if valid not in present:
-        raise ValueError(f"normalize {ds}: the validation day {valid} has no denoised events")
-    return SplitDates(train=[day for day in present if day < valid], valid=valid, test=ds)
+    if valid_days + test_days >= window_days:
+        raise ValueError(f"config split.valid_days ({valid_days}) + split.test_days ({test_days}) must be less "
+                         f"than window_days ({window_days}): the window must leave at least one train day")
+    test_window = window[-test_days:]
+    valid_window = window[-(valid_days + test_days):-test_days]
+    valid = [day for day in valid_window if day in available_dates]
+    if not valid:
+        named = (f"day {valid_window[0]} has" if valid_days == 1
+                 else f"days {valid_window[0]}..{valid_window[-1]} have")
+        raise ValueError(f"normalize {ds}: the validation {named} no denoised events")
+    train = [day for day in present if day < valid_window[0]]
+    if not train:
+        raise ValueError(f"normalize {ds}: no denoised events on the train days {window[0]}.."
+                         f"{days_back(valid_window[0], 2)[0]} (before the validation days)")
+    return SplitDates(train=train, valid=valid, test=[day for day in test_window if day in available_dates])
 
 
 # --- Items ---------------------------------------------------------------------------------
@@ -225,8 +260,8 @@ def index_item_events(events: DataFrame, items: DataFrame, splits: SplitDates) -
     """Item events with user_id, event_time, event_id, item_idx (null if not in the vocabulary),
     event_type_idx, ts and split. Searches carry no item and are left out."""
     type_index = F.create_map(*[F.lit(value) for pair in EVENT_TYPE_INDEX.items() for value in pair])
-    split = (F.when(F.col(DT) == splits.test, F.lit(SPLIT_TEST))
-             .when(F.col(DT) == splits.valid, F.lit(SPLIT_VALID))
+    split = (F.when(F.col(DT).isin(*splits.test), F.lit(SPLIT_TEST))
+             .when(F.col(DT).isin(*splits.valid), F.lit(SPLIT_VALID))
              .otherwise(F.lit(SPLIT_TRAIN)))
     item_events = events.where(F.col(EVENT_TYPE).isin(*ITEM_EVENT_TYPES) & F.col(ITEM_ID).isNotNull())
     return (item_events.join(items.select(ITEM_ID, ITEM_IDX), on=ITEM_ID, how="left")
@@ -274,9 +309,10 @@ def count_indexed_events(indexed_events: DataFrame) -> tuple[dict, int]:
 
 def main(config: dict, ds: str) -> dict:
     """Build the features of day ds; returns the meta dict written to meta.json."""
-    parse_ds(ds)  # a malformed date fails here, before Spark starts
+    parse_ds(ds)  # a malformed date or split setting fails here, before Spark starts
+    split_settings = split_days(config)
     spark = get_spark(config)
-    splits = plan_splits(ds, config["window_days"], existing_partitions(config, DENOISED_EVENTS))
+    splits = plan_splits(ds, config["window_days"], existing_partitions(config, DENOISED_EVENTS), **split_settings)
     events = read_event_partitions(spark, config, DENOISED_EVENTS, splits.all)
     catalogs, catalog_dates = read_window_catalogs(spark, config, splits)
     train_events = events.where(F.col(DT).isin(*splits.train))
@@ -308,7 +344,7 @@ def main(config: dict, ds: str) -> dict:
     scalers = scaling_statistics(prices, fit_dates)
     meta = {"ds": ds, **sizes, "n_event_types": N_EVENT_TYPES, "n_price_buckets": N_PRICE_BUCKETS,
             "n_items_in_catalog": n_in_catalog,
-            "train_dates": splits.train, "valid_date": splits.valid, "test_date": splits.test,
+            "train_dates": splits.train, "valid_dates": splits.valid, "test_dates": splits.test,
             "n_users": n_users, "events_per_split": events_per_split,
             "price_log_mean": prices["log_mean"], "price_log_std": prices["log_std"],
             "dropped_unknown_item": dropped}
@@ -317,9 +353,9 @@ def main(config: dict, ds: str) -> dict:
 
 
 def read_window_catalogs(spark, config: dict, splits: SplitDates) -> tuple[DataFrame, list[str]]:
-    """(the catalogs of the window's dates that have one, those dates); the test day's must exist."""
+    """(the catalogs of the window's dates that have one, those dates); ds's (the last test day's) must exist."""
     landed = set(existing_partitions(config, RAW_CATALOG))
-    dates = [day for day in splits.all if day in landed or day == splits.test]
+    dates = [day for day in splits.all if day in landed or day == splits.test[-1]]
     return union_all([read_catalog(spark, config, day) for day in dates]), dates
 
 

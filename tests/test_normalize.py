@@ -62,7 +62,7 @@ EVENTS = [
     event("t5", TEST_DAY, "11:00:00", "purchase", "u2", "i5"),
     event("s3", TEST_DAY, "12:00:00", "search", "u3", None),  # u3 has no item event: no row
 ]
-SPLITS = normalize.SplitDates(train=[TRAIN_DAY], valid=VALID_DAY, test=TEST_DAY)
+SPLITS = normalize.SplitDates(train=[TRAIN_DAY], valid=[VALID_DAY], test=[TEST_DAY])
 
 
 def first_night_vocabularies(spark, snapshots):
@@ -172,6 +172,17 @@ def test_sequences_are_time_ordered_item_events_with_their_split(spark):
     assert normalize.count_indexed_events(indexed) == ({"train": 2, "valid": 1, "test": 2}, 1)
 
 
+def test_every_day_of_a_multi_day_split_gets_its_split(spark):
+    items = spark.createDataFrame([(idx, f"i{idx}") for idx in range(1, 6)], "item_idx int, item_id string")
+    two_test_days = normalize.SplitDates(train=[], valid=[TRAIN_DAY], test=[VALID_DAY, TEST_DAY])
+
+    indexed = normalize.index_item_events(spark.createDataFrame(EVENTS, EVENT_SCHEMA), items, two_test_days)
+
+    # EVENTS' known item events: a0, a1 on TRAIN_DAY (now valid), v1 on VALID_DAY and t2, t5 on
+    # TEST_DAY (both test); v9's item i9 is unknown.
+    assert normalize.count_indexed_events(indexed) == ({"train": 0, "valid": 2, "test": 3}, 1)
+
+
 def test_session_sequences_split_a_users_events_by_session(spark):
     # EVENTS put every event in session s1; give u1's valid-day cart its own session s2.
     events = [row[:4] + (("s2",) if row[0] == "v1" else row[4:5]) + row[5:] for row in EVENTS]
@@ -192,13 +203,44 @@ def test_plan_splits_uses_the_dates_present_in_the_window():
     available = ["2026-11-20", "2026-11-23", TRAIN_DAY, VALID_DAY, TEST_DAY]
     # A 5-day window ends at TEST_DAY and starts at 11-23, so 11-20 is out; 11-24 is missing.
     assert normalize.plan_splits(TEST_DAY, 5, available) == normalize.SplitDates(
-        train=["2026-11-23", TRAIN_DAY], valid=VALID_DAY, test=TEST_DAY)
+        train=["2026-11-23", TRAIN_DAY], valid=[VALID_DAY], test=[TEST_DAY])
     with pytest.raises(ValueError, match="logical date 2026-11-28"):
         normalize.plan_splits("2026-11-28", 5, available)
     with pytest.raises(ValueError, match="at least 3"):
         normalize.plan_splits(TEST_DAY, 2, available)
     with pytest.raises(ValueError, match=f"validation day {VALID_DAY}"):
         normalize.plan_splits(TEST_DAY, 5, [TRAIN_DAY, "2026-11-23", TEST_DAY])
+
+
+def test_plan_splits_gives_the_last_days_to_test_and_the_days_before_to_valid():
+    # Window of 8 days ending 11-27: 11-20..11-27. test_days 3 -> 11-25, 11-26, 11-27;
+    # valid_days 2 -> 11-23, 11-24; train: the rest, 11-20..11-22. Missing days are left out of
+    # their split: 11-21 (train) and 11-26 (test) have no events.
+    available = ["2026-11-19", "2026-11-20", "2026-11-22", "2026-11-23", "2026-11-24", "2026-11-25", TEST_DAY]
+    assert normalize.plan_splits(TEST_DAY, 8, available, valid_days=2, test_days=3) == normalize.SplitDates(
+        train=["2026-11-20", "2026-11-22"], valid=["2026-11-23", "2026-11-24"],
+        test=["2026-11-25", TEST_DAY])
+    # One of the two valid days is enough; none is an error naming both.
+    assert normalize.plan_splits(TEST_DAY, 8, [d for d in available if d != "2026-11-23"], 2, 3).valid == [
+        "2026-11-24"]
+    with pytest.raises(ValueError, match="validation days 2026-11-23..2026-11-24 have no"):
+        normalize.plan_splits(TEST_DAY, 8, [d for d in available if d not in ("2026-11-23", "2026-11-24")], 2, 3)
+    # Train days 11-20..11-22 without events: no train split.
+    with pytest.raises(ValueError, match="no denoised events on the train days 2026-11-20..2026-11-22"):
+        normalize.plan_splits(TEST_DAY, 8, available[3:], 2, 3)
+
+
+def test_plan_splits_rejects_split_settings_that_leave_no_train_day():
+    available = [f"2026-11-{day}" for day in range(20, 28)]  # every day of the 8-day window
+    with pytest.raises(ValueError, match=r"split.valid_days \(3\) \+ split.test_days \(5\) must be less than "
+                                         r"window_days \(8\)"):
+        normalize.plan_splits(TEST_DAY, 8, available, valid_days=3, test_days=5)
+    with pytest.raises(ValueError, match="split.test_days must be a whole number of days >= 1, got 0"):
+        normalize.plan_splits(TEST_DAY, 8, available, test_days=0)
+    with pytest.raises(ValueError, match="split.valid_days must be a whole number of days >= 1, got True"):
+        normalize.split_days({"split": {"valid_days": True, "test_days": 1}})
+    # A config file written before the split section gets today's one-day splits.
+    assert normalize.split_days({}) == {"valid_days": 1, "test_days": 1}
 
 
 def write_catalog(config, ds, rows):
@@ -218,8 +260,8 @@ def test_main_writes_items_sequences_and_meta(spark, tmp_config):
 
     assert meta == {
         "ds": TEST_DAY, "n_items": 5, "n_categories": 2, "n_brands": 2, "n_title_tokens": 4,
-        "n_event_types": 6, "n_price_buckets": 10, "train_dates": [TRAIN_DAY], "valid_date": VALID_DAY,
-        "test_date": TEST_DAY, "n_users": 2, "events_per_split": {"train": 2, "valid": 1, "test": 2},
+        "n_event_types": 6, "n_price_buckets": 10, "train_dates": [TRAIN_DAY], "valid_dates": [VALID_DAY],
+        "test_dates": [TEST_DAY], "n_users": 2, "events_per_split": {"train": 2, "valid": 1, "test": 2},
         "price_log_mean": pytest.approx(2.5), "price_log_std": pytest.approx(math.sqrt(1.25)),
         "dropped_unknown_item": 1, "n_items_in_catalog": 5}
     with open(os.path.join(partition_path(tmp_config, FEATURE_META, TEST_DAY), "meta.json")) as handle:
