@@ -24,7 +24,7 @@ SCALE ?= small
 DAYS ?= 14
 INPUT ?=
 
-.PHONY: venv demo test ui bench-models bench-etl clean-state
+.PHONY: venv demo test ui bench-models bench-etl bench-retail clean-state
 
 venv: $(VENV)/.installed
 
@@ -56,6 +56,13 @@ bench-models: venv
 SIZES ?= 1000000 10000000 50000000
 bench-etl: venv
 	nice -n 10 $(PY) bench/etl.py --sizes $(SIZES) --work-dir $(FUSIONREC_HOME)/bench-etl
+
+# UCI Online Retail (user level) through the nightly jobs with a time-based split (bench/README.md):
+# DATA is its folder here; VALID_DAYS / TEST_DAYS size the splits (default 14 / 14).
+bench-retail: DATA = $(RECSYS_SHARED_DATA)/online-retail
+bench-retail: venv
+	nice -n 10 $(PY) bench/online_retail.py --data $(DATA) --work-dir $(FUSIONREC_HOME)/bench-online-retail \
+		$(if $(VALID_DAYS),--valid-days $(VALID_DAYS)) $(if $(TEST_DAYS),--test-days $(TEST_DAYS))
 
 clean-state:
 	rm -rf $(FUSIONREC_HOME)
