@@ -173,7 +173,7 @@ def markdown_table(metrics: dict, primary: str, n_examples: int, ds: str,
     columns = list(next(iter(metrics.values())))
     extra_columns = extra_columns or {}
     titles = columns + list(extra_columns)
-    lines = [f"Test day {ds}: {n_examples} examples, full-catalog ranking, sorted by {primary}.", "",
+    lines = [f"Test split of night {ds}: {n_examples} examples, full-catalog ranking, sorted by {primary}.", "",
              "| model | " + " | ".join(titles) + " |",
              "|---|" + "---:|" * len(titles)]
     for name in ranked_models(metrics, primary):

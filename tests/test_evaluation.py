@@ -140,7 +140,7 @@ def test_markdown_report_sorts_models_by_the_primary_metric():
                "fusion_rrf": {"recall@20": 0.25, "ndcg@20": 0.3},
                "user_encoder": {"recall@20": 0.75, "ndcg@20": 0.3}}
     assert markdown_table(metrics, "ndcg@20", n_examples=7, ds="2026-11-27").splitlines() == [
-        "Test day 2026-11-27: 7 examples, full-catalog ranking, sorted by ndcg@20.",
+        "Test split of night 2026-11-27: 7 examples, full-catalog ranking, sorted by ndcg@20.",
         "",
         "| model | recall@20 | ndcg@20 |",
         "|---|---:|---:|",
