@@ -297,8 +297,8 @@ class SampledSoftmaxTrainer(keras.Model):
         super().__init__(name="user_encoder_sampled_softmax", **kwargs)
         self.encoder = encoder
         self.item_embedding = encoder.get_layer(ITEM_EMBEDDING_LAYER)
-        self.unit_items = uses_cosine_logits(encoder)
-        self.full_logits = TiedItemLogits(self.item_embedding, unit_items=self.unit_items, name="tied_item_logits")
+        self.full_logits = TiedItemLogits(self.item_embedding, unit_items=uses_cosine_logits(encoder),
+                                          name="tied_item_logits")
         self.sampler = PopularitySampler(target_counts, seed, name="popularity_sampler")
         self.num_sampled_negatives = int(num_sampled_negatives)
         self.built = True  # the encoder is built; the other layers hold no weights of their own
@@ -309,7 +309,6 @@ class SampledSoftmaxTrainer(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if not training:
             return full_softmax_loss(y, self.full_logits(y_pred))
-        table = self.item_embedding.embeddings
-        return sampled_softmax_loss(y_pred, unit_rows(table) if self.unit_items else table, y,
+        return sampled_softmax_loss(y_pred, scoring_table(self.encoder), y,
                                     self.sampler.sample(self.num_sampled_negatives),
                                     self.sampler.log_target_frequency, self.sampler.log_sampling_probability)
