@@ -1,12 +1,13 @@
 """Baselines every model must beat, exposing the common scorer interface.
 
 Every scorer here is duck-typed like the rest of the system (jobs/evaluation.py): a `name`
-and `score(items, types)` -> float32 [n, n_items + 1] for left-padded histories items/types
-int32 [n, L] (most recent event in the last column), column 0 = -inf (padding is never
-recommended). The learned baselines are fitted on *training sequences*: an iterable of 1-d
-arrays of item indices in time order, one per user or session (`training_sequences` cuts
-them out of the nightly features; bench/models.py reads them from a session file). Item
-index 0 (padding / out of catalog) in a sequence is skipped.
+and `score(items, types, gaps=None)` -> float32 [n, n_items + 1] for left-padded histories
+items/types int32 [n, L] (most recent event in the last column), column 0 = -inf (padding is
+never recommended). None of the baselines uses the time-gap buckets `gaps`: they accept
+them, as every scorer must, and ignore them. The learned baselines are fitted on *training
+sequences*: an iterable of 1-d arrays of item indices in time order, one per user or session
+(`training_sequences` cuts them out of the nightly features; bench/models.py reads them from
+a session file). Item index 0 (padding / out of catalog) in a sequence is skipped.
 
 - PopularityScorer: global popularity (POP).
 - SessionPopularityScorer: S-POP, the most frequent items of the current history.
@@ -62,14 +63,15 @@ class PopularityScorer:
             raise ValueError(f"items table lacks column(s) {missing} needed by the popularity baseline")
         item_idx = items_df[ITEM_IDX].to_numpy(dtype=np.int64)
         if len(item_idx) and (item_idx.min() < 1 or item_idx.max() > n_items):
-            raise ValueError(f"items table {ITEM_IDX} must lie in 1..{n_items}; found {item_idx.min()}..{item_idx.max()}")
+            raise ValueError(f"items table {ITEM_IDX} must lie in 1..{n_items}; "
+                             f"found {item_idx.min()}..{item_idx.max()}")
         if len(np.unique(item_idx)) != len(item_idx):
             raise ValueError(f"items table has duplicate {ITEM_IDX} values")
         popularity = np.zeros(n_items + 1, dtype=np.float32)
         popularity[item_idx] = items_df[POPULARITY].fillna(0).to_numpy(dtype=np.float32)
         return cls(popularity)
 
-    def score(self, items: np.ndarray, types: np.ndarray) -> np.ndarray:
+    def score(self, items: np.ndarray, types: np.ndarray, gaps: np.ndarray | None = None) -> np.ndarray:
         """The same popularity row for every example, [n, n_items + 1], column 0 = -inf."""
         return np.broadcast_to(self._scores, (len(items), len(self._scores))).copy()
 
@@ -214,7 +216,7 @@ class SessionPopularityScorer:
     def load(cls, directory: str) -> "SessionPopularityScorer":
         return cls(_load_array(directory, f"{cls.name}.npy"))
 
-    def score(self, items: np.ndarray, types: np.ndarray) -> np.ndarray:
+    def score(self, items: np.ndarray, types: np.ndarray, gaps: np.ndarray | None = None) -> np.ndarray:
         """float32 [n, n_items + 1]: count in the row's history * n_levels + popularity level."""
         items = _check_histories(items, self.n_items, self.name)
         if (items.shape[1] + 1) * self.n_levels >= _FLOAT32_EXACT_INTEGERS:
@@ -303,7 +305,7 @@ class ItemKNNScorer:
             raise FileNotFoundError(f"{path} does not exist: has train_baselines run for this night?")
         return cls(scipy.sparse.load_npz(path), _read_settings(directory, cls.name)["recency_decay"])
 
-    def score(self, items: np.ndarray, types: np.ndarray) -> np.ndarray:
+    def score(self, items: np.ndarray, types: np.ndarray, gaps: np.ndarray | None = None) -> np.ndarray:
         """float32 [n, n_items + 1]: similarity of each item to the history's last item (or decayed sum)."""
         import scipy.sparse
 
@@ -429,7 +431,7 @@ class ALSScorer:
             vectors[known] = np.linalg.solve(lhs[known], rhs[known][..., None])[..., 0]
         return vectors
 
-    def score(self, items: np.ndarray, types: np.ndarray) -> np.ndarray:
+    def score(self, items: np.ndarray, types: np.ndarray, gaps: np.ndarray | None = None) -> np.ndarray:
         """float32 [n, n_items + 1] = folded-in user vector . item factors, column 0 = -inf."""
         scores = (self.user_vectors(items) @ self.item_factors.T).astype(np.float32)
         scores[:, 0] = -np.inf

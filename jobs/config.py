@@ -121,6 +121,7 @@ DEFAULTS: dict = {
         "epochs": 8,
         "batch_size": 256,
         "learning_rate": 0.003,
+        "learning_rate_decay": 1.0,  # the rate is multiplied by it before each epoch after the first
         "patience": 2,
         # "full_softmax" scores every catalog item per example; "sampled_softmax" scores the
         # batch's other targets (in-batch negatives) plus `num_sampled_negatives` items drawn by
@@ -130,6 +131,9 @@ DEFAULTS: dict = {
         # > 0: logits are logit_scale * cos(user, item) instead of the dot product (NISER);
         # 0: the plain dot product.
         "logit_scale": 0.0,
+        # Each event also carries the bucketed time since the user's previous event
+        # (schema.GAP_BUCKET_EDGES_SECONDS); false: items and event types only.
+        "time_gaps": True,
         # Stop after the epoch past which another would overrun this many minutes, keeping
         # the best epoch so far (null: no budget).
         "max_train_minutes": None,

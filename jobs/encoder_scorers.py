@@ -1,8 +1,9 @@
 """The scoring interface shared by the encoders, evaluation and fusion.
 
 Every model answers the same question on the same input: for histories `items`/`types`
-(int32 [n, L] from features.make_examples), a user vector per row and a score per
-catalog item. Scores are plain numpy: user vectors times the item vectors, with column
+and optionally `gaps` (int32 [n, L] from features.make_examples; gaps None = unknown, read
+as bucket 0), a user vector per row and a score per catalog item.
+Scores are plain numpy: user vectors times the item vectors, with column
 0 (padding) at -inf so it can never be recommended.
 
 Everything is computed in batches of `batch_size` histories, so scoring 100k examples
@@ -27,7 +28,8 @@ HISTORY_FILE = "history.json"
 DEFAULT_RECENCY_DECAY = 0.8
 DEFAULT_BATCH_SIZE = 4096
 
-HistoryEncoder = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# (items, types, gaps) -> user vectors; gaps is always an array here (zeros when unknown).
+HistoryEncoder = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 class EmbeddingScorer:
@@ -44,35 +46,40 @@ class EmbeddingScorer:
     def n_items(self) -> int:
         return self.item_vectors.shape[0] - 1
 
-    def user_vectors(self, items: np.ndarray, types: np.ndarray) -> np.ndarray:
+    def user_vectors(self, items: np.ndarray, types: np.ndarray, gaps: np.ndarray | None = None) -> np.ndarray:
         """float32 [n, d], one vector per history row."""
-        blocks = [self._encode_batch(*batch) for batch in self._batches(items, types)]
+        blocks = [self._encode_batch(*batch) for batch in self._batches(items, types, gaps)]
         return np.concatenate(blocks) if blocks else np.zeros((0, self.item_vectors.shape[1]), dtype=np.float32)
 
-    def score_batches(self, items: np.ndarray, types: np.ndarray) -> Iterator[np.ndarray]:
+    def score_batches(self, items: np.ndarray, types: np.ndarray,
+                      gaps: np.ndarray | None = None) -> Iterator[np.ndarray]:
         """Yield float32 [batch, n_items + 1] score blocks, in row order."""
-        for batch_items, batch_types in self._batches(items, types):
-            scores = self._encode_batch(batch_items, batch_types) @ self.item_vectors.T
+        for batch in self._batches(items, types, gaps):
+            scores = self._encode_batch(*batch) @ self.item_vectors.T
             scores[:, 0] = -np.inf
             yield scores
 
-    def score(self, items: np.ndarray, types: np.ndarray) -> np.ndarray:
+    def score(self, items: np.ndarray, types: np.ndarray, gaps: np.ndarray | None = None) -> np.ndarray:
         """float32 [n, n_items + 1] = user_vectors @ item_vectors.T, column 0 = -inf."""
-        blocks = list(self.score_batches(items, types))
+        blocks = list(self.score_batches(items, types, gaps))
         return np.concatenate(blocks) if blocks else np.zeros((0, self.n_items + 1), dtype=np.float32)
 
-    def _batches(self, items: np.ndarray, types: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        if items.ndim != 2 or items.shape != types.shape:
-            raise ValueError(f"items and types must be [n, L] arrays of the same shape, "
-                             f"got {items.shape} and {types.shape}")
+    def _batches(self, items: np.ndarray, types: np.ndarray,
+                 gaps: np.ndarray | None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        gaps = np.zeros_like(items, dtype=np.int32) if gaps is None else np.asarray(gaps)
+        if items.ndim != 2 or items.shape != types.shape or items.shape != gaps.shape:
+            raise ValueError(f"items, types and gaps must be [n, L] arrays of the same shape, "
+                             f"got {items.shape}, {types.shape} and {gaps.shape}")
         for start in range(0, len(items), self.batch_size):
-            yield items[start:start + self.batch_size], types[start:start + self.batch_size]
+            rows = slice(start, start + self.batch_size)
+            yield items[rows], types[rows], gaps[rows]
 
-    def _encode_batch(self, items: np.ndarray, types: np.ndarray) -> np.ndarray:
-        return np.asarray(self._encode_histories(items, types), dtype=np.float32)
+    def _encode_batch(self, items: np.ndarray, types: np.ndarray, gaps: np.ndarray) -> np.ndarray:
+        return np.asarray(self._encode_histories(items, types, gaps), dtype=np.float32)
 
 
-def recall_at_k(scorer: EmbeddingScorer, items: np.ndarray, types: np.ndarray, targets: np.ndarray, k: int) -> float:
+def recall_at_k(scorer: EmbeddingScorer, items: np.ndarray, types: np.ndarray, targets: np.ndarray, k: int,
+                gaps: np.ndarray | None = None) -> float:
     """Share of examples whose target ranks in the catalog's top k, ranked exactly as
     jobs.evaluation ranks every model (conservative ties), so training curves and reports agree."""
     from types import SimpleNamespace
@@ -81,7 +88,7 @@ def recall_at_k(scorer: EmbeddingScorer, items: np.ndarray, types: np.ndarray, t
 
     if len(targets) == 0:
         raise ValueError("recall_at_k needs at least one example")
-    examples = SimpleNamespace(items=items, types=types, targets=np.asarray(targets))
+    examples = SimpleNamespace(items=items, types=types, targets=np.asarray(targets), gaps=gaps)
     return float(np.mean(scorer_ranks(scorer, examples, batch_size=scorer.batch_size) <= k))
 
 
@@ -100,10 +107,18 @@ def load_user_encoder_scorer(model_dir: str) -> EmbeddingScorer:
 def user_encoder_scorer(encoder, item_table: np.ndarray) -> EmbeddingScorer:
     """Scorer around an in-memory Keras encoder (also used per epoch during training)."""
 
-    def encode_histories(items: np.ndarray, types: np.ndarray) -> np.ndarray:
-        return np.asarray(encoder([items, types], training=False))
+    def encode_histories(items: np.ndarray, types: np.ndarray, gaps: np.ndarray) -> np.ndarray:
+        return np.asarray(encoder(encoder_inputs(encoder, items, types, gaps), training=False))
 
     return EmbeddingScorer(USER_ENCODER, item_table, encode_histories)
+
+
+def encoder_inputs(encoder, items: np.ndarray, types: np.ndarray, gaps: np.ndarray | None) -> list:
+    """The arrays a user encoder takes: [items, types, gaps], or [items, types] for an encoder
+    built without the time-gap input (time_gaps: false, or saved before it existed)."""
+    if len(encoder.inputs) == 2:
+        return [items, types]
+    return [items, types, np.zeros_like(items, dtype=np.int32) if gaps is None else gaps]
 
 
 # --- The attribute item encoder ---------------------------------------------------------
@@ -125,7 +140,7 @@ def item_encoder_scorer(item_vectors: np.ndarray, recency_decay: float = DEFAULT
     """
     unit_items = _unit_rows(np.asarray(item_vectors, dtype=np.float32))
 
-    def encode_histories(items: np.ndarray, types: np.ndarray) -> np.ndarray:
+    def encode_histories(items: np.ndarray, types: np.ndarray, gaps: np.ndarray) -> np.ndarray:
         steps_back = np.arange(items.shape[1] - 1, -1, -1)
         weights = (recency_decay ** steps_back)[None, :] * (items != 0)
         weighted_mean = np.einsum("nl,nld->nd", weights.astype(np.float32), unit_items[items])

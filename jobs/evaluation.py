@@ -1,9 +1,11 @@
 """Full-catalog ranking evaluation shared by every model, baseline and fusion variant.
 
-Every scorer in the system is duck-typed: a `name` and `score(items, types)` returning a
-float matrix [n_examples, n_items + 1] whose column 0 (padding / out-of-vocabulary) is
-never a valid recommendation. The target of each example is ranked against the whole
-catalog -- no sampled negatives, which are known to inflate and even reorder models.
+Every scorer in the system is duck-typed: a `name` and `score(items, types, gaps=None)`
+returning a float matrix [n_examples, n_items + 1] whose column 0 (padding /
+out-of-vocabulary) is never a valid recommendation. Examples that carry time-gap buckets
+(`examples.gaps`) have them passed along, batch by batch. The target of each example is
+ranked against the whole catalog -- no sampled negatives, which are known to inflate and
+even reorder models.
 
 Ties are handled conservatively: a target that shares its score with other items ranks
 below all of them. A model that gives every item the same score therefore gets the worst
@@ -67,8 +69,13 @@ class Scorer(Protocol):
 
     name: str
 
-    def score(self, items: np.ndarray, types: np.ndarray) -> np.ndarray:
-        """Scores [n, n_items + 1] for left-padded histories items/types [n, L]."""
+    def score(self, items: np.ndarray, types: np.ndarray, gaps: np.ndarray | None = None) -> np.ndarray:
+        """Scores [n, n_items + 1] for left-padded histories items/types [n, L].
+
+        gaps: int32 [n, L] time-gap buckets parallel to items (schema.GAP_BUCKET_EDGES_SECONDS),
+        or None when unknown (a model that uses gaps then reads bucket 0). Scorers that do not
+        use gaps accept and ignore them; wrappers forward them.
+        """
 
 
 class CatalogMaskedScorer:
@@ -84,8 +91,8 @@ class CatalogMaskedScorer:
         self.scorer = scorer
         self.allowed = np.asarray(allowed, dtype=bool)
 
-    def score(self, items: np.ndarray, types: np.ndarray) -> np.ndarray:
-        scores = np.asarray(self.scorer.score(items, types))
+    def score(self, items: np.ndarray, types: np.ndarray, gaps: np.ndarray | None = None) -> np.ndarray:
+        scores = np.asarray(self.scorer.score(items, types, gaps))
         if scores.shape[1:] != self.allowed.shape:
             raise ValueError(f"{self.name}: scores have {scores.shape[1]} columns, "
                              f"the catalog mask {len(self.allowed)}")
@@ -334,9 +341,10 @@ def _scored_batches(scorer: Scorer, examples, batch_size: int, exclude_seen: boo
     n_examples = len(examples.targets)
     if n_examples == 0:
         raise ValueError(f"cannot evaluate {scorer.name!r} on zero examples")
+    gaps = getattr(examples, "gaps", None)  # None: examples without timestamps (or a caller's own type)
     for start in range(0, n_examples, batch_size):
         batch = slice(start, start + batch_size)
-        scores = scorer.score(examples.items[batch], examples.types[batch])
+        scores = scorer.score(examples.items[batch], examples.types[batch], None if gaps is None else gaps[batch])
         targets = examples.targets[batch]
         try:
             if not exclude_seen:

@@ -19,7 +19,8 @@ import pandas as pd
 
 from jobs.lake import partition_path, replace_partition
 from jobs.schema import (
-    CATEGORY_IDX, BRAND_IDX, EVENT_TYPE_IDX, FEATURE_ITEMS, FEATURE_META, FEATURE_SEQUENCES, IN_CATALOG,
+    CATEGORY_IDX, BRAND_IDX, EVENT_TYPE_IDX, FEATURE_ITEMS, FEATURE_META, FEATURE_SEQUENCES, GAP_BUCKET_EDGES_SECONDS,
+    IN_CATALOG,
     ITEM_FEATURE_COLUMNS, ITEM_IDX, ITEM_STAT_COLUMNS, N_PRICE_BUCKETS, POPULARITY, PRICE_BUCKET, PRICE_Z,
     SEQUENCE_COLUMNS, SPLIT,
     TIMESTAMPS, TITLE_TOKENS, USER_ID,
@@ -54,6 +55,9 @@ class Examples:
     types: np.ndarray  # int32 [n, max_len]
     targets: np.ndarray  # int32 [n]
     user_ids: np.ndarray  # object [n]
+    # int32 [n, max_len]: each history event's gap bucket (schema.GAP_BUCKET_EDGES_SECONDS);
+    # None where the source has no timestamps (every model then reads bucket 0).
+    gaps: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -161,12 +165,18 @@ def make_examples(sequences: pd.DataFrame, split: int, max_len: int) -> Examples
     flat_items = _flatten(sequences[ITEM_IDX])
     flat_types = _flatten(sequences[EVENT_TYPE_IDX])
     flat_splits = _flatten(sequences[SPLIT])
+    flat_timestamps = _flatten(sequences[TIMESTAMPS])
     user_starts = np.repeat(np.cumsum(lengths) - lengths, lengths)  # per event: its user's first event
     positions = np.arange(len(flat_items)) - user_starts
     is_target = (flat_splits == split) & (positions >= 1) & (flat_items != 0)
     target_events = np.flatnonzero(is_target)
+    # Per event: the bucket of the gap since its user's previous event (0 for a first event).
+    flat_gaps = np.zeros(len(flat_items), dtype=np.int32)
+    has_previous = positions >= 1
+    later = np.flatnonzero(has_previous)
+    flat_gaps[later] = gap_buckets(flat_timestamps[later] - flat_timestamps[later - 1])
 
-    history_items, history_types = [], []
+    history_items, history_types, history_gaps = [], [], []
     for begin in range(0, len(target_events), _EXAMPLE_CHUNK):
         events = target_events[begin:begin + _EXAMPLE_CHUNK]
         # Column j of an example holds event (e - max_len + j): the last column is e - 1.
@@ -175,6 +185,7 @@ def make_examples(sequences: pd.DataFrame, split: int, max_len: int) -> Examples
         history = np.where(inside_user, history, 0)
         history_items.append(np.where(inside_user, flat_items[history], 0))
         history_types.append(np.where(inside_user, flat_types[history], 0))
+        history_gaps.append(np.where(inside_user, flat_gaps[history], 0))
     empty = np.zeros((0, max_len), dtype=np.int32)
     user_of_event = np.repeat(sequences[USER_ID].to_numpy(dtype=object), lengths)
     return Examples(
@@ -182,7 +193,32 @@ def make_examples(sequences: pd.DataFrame, split: int, max_len: int) -> Examples
         types=np.concatenate(history_types).astype(np.int32) if history_types else empty.copy(),
         targets=flat_items[target_events].astype(np.int32),
         user_ids=user_of_event[target_events],
+        gaps=np.concatenate(history_gaps).astype(np.int32) if history_gaps else empty.copy(),
     )
+
+
+def gap_buckets(gap_seconds) -> np.ndarray:
+    """int32 bucket of each gap in seconds: 1 + number of schema.GAP_BUCKET_EDGES_SECONDS <= gap.
+
+    Gaps below the first edge (0 included) are bucket 1. A negative gap (clock skew between
+    sources) counts as 0 seconds rather than failing a night's training.
+    """
+    seconds = np.maximum(np.asarray(gap_seconds, dtype=np.int64), 0)
+    return (1 + np.searchsorted(np.asarray(GAP_BUCKET_EDGES_SECONDS), seconds, side="right")).astype(np.int32)
+
+
+def event_gap_buckets(timestamps) -> np.ndarray:
+    """int32 [n]: the gap bucket of each event of one user's time-ordered epoch seconds; 0 for the first.
+
+    A missing timestamp (None/NaN) gives bucket 0 to its own event and to the next.
+    """
+    seconds = pd.to_numeric(pd.Series(list(timestamps), dtype=object), errors="coerce").to_numpy(dtype=np.float64)
+    buckets = np.zeros(len(seconds), dtype=np.int32)
+    if len(seconds) > 1:
+        gaps = np.diff(seconds)
+        known = np.isfinite(gaps)
+        buckets[1:][known] = gap_buckets(gaps[known].astype(np.int64))
+    return buckets
 
 
 def transition_pairs(sequences: pd.DataFrame, split: int) -> np.ndarray:

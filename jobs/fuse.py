@@ -68,7 +68,8 @@ def main(config: dict, ds: str) -> str:
                       n_holdout=len(holdout.targets))
     best = max(FUSER_NAMES, key=lambda name: valid_metrics[name][primary])
     print(f"fuse {ds}: fitted {', '.join(FUSER_NAMES)} on {len(fit_part.targets)} valid examples; "
-          f"best on {len(holdout.targets)} held-out: {best} {primary}={valid_metrics[best][primary]:.4f} → {fusion_dir}")
+          f"best on {len(holdout.targets)} held-out: {best} {primary}={valid_metrics[best][primary]:.4f} "
+          f"→ {fusion_dir}")
     return fusion_dir
 
 
@@ -159,8 +160,13 @@ def load_all_scorers(model_dirs: dict, items_df, n_items: int) -> dict:
 
 
 def _subset(examples, rows: np.ndarray):
-    return dataclasses.replace(examples, items=examples.items[rows], types=examples.types[rows],
-                               targets=examples.targets[rows], user_ids=examples.user_ids[rows])
+    """The examples at rows; every per-example array is cut, gaps included (a full-size gaps
+    matrix left beside cut items would pair examples with another example's gaps)."""
+    cut = {"items": examples.items[rows], "types": examples.types[rows], "targets": examples.targets[rows],
+           "user_ids": examples.user_ids[rows]}
+    if getattr(examples, "gaps", None) is not None:
+        cut["gaps"] = examples.gaps[rows]
+    return dataclasses.replace(examples, **cut)
 
 
 def _ks_with_primary(ks, primary: str) -> tuple[int, ...]:

@@ -18,10 +18,12 @@ from jobs import schema
 from jobs.lake import partition_path, replace_partition
 
 PURCHASE_IDX = schema.EVENT_TYPE_INDEX[schema.PURCHASE]
+REQUEST_COLUMNS = ("history", "event_types", "timestamps", "exclude")  # what the pyfunc model reads
 
 
 def active_user_requests(sequences: pd.DataFrame, items: pd.DataFrame, max_seq_len: int) -> pd.DataFrame:
-    """One request per user active on the test day: recent history and bought items, raw ids."""
+    """One request per user active on the test day: recent history (items, types, epoch seconds)
+    and bought items, raw ids."""
     id_of = dict(zip(items[schema.ITEM_IDX], items[schema.ITEM_ID]))
     type_name = {index: name for name, index in schema.EVENT_TYPE_INDEX.items()}
     rows = []
@@ -31,14 +33,19 @@ def active_user_requests(sequences: pd.DataFrame, items: pd.DataFrame, max_seq_l
             continue
         item_idx = np.asarray(getattr(user, schema.ITEM_IDX))
         type_idx = np.asarray(getattr(user, schema.EVENT_TYPE_IDX))
+        seconds = np.asarray(getattr(user, schema.TIMESTAMPS), dtype=np.int64)
         bought = sorted({id_of[i] for i in item_idx[type_idx == PURCHASE_IDX]})
+        # One event more than the model reads: it gives the oldest event read its time gap, as
+        # in training (the model keeps the last max_seq_len known events).
+        window = slice(-(max_seq_len + 1), None)
         rows.append({
             schema.USER_ID: getattr(user, schema.USER_ID),
-            "history": [id_of[i] for i in item_idx[-max_seq_len:]],
-            "event_types": [type_name[t] for t in type_idx[-max_seq_len:]],
+            "history": [id_of[i] for i in item_idx[window]],
+            "event_types": [type_name[t] for t in type_idx[window]],
+            "timestamps": [int(t) for t in seconds[window]],  # the model's time gaps come from these
             "exclude": bought,
         })
-    return pd.DataFrame(rows, columns=[schema.USER_ID, "history", "event_types", "exclude"])
+    return pd.DataFrame(rows, columns=[schema.USER_ID, *REQUEST_COLUMNS])
 
 
 def explode_recommendations(requests: pd.DataFrame, predictions: pd.DataFrame, model_version: str) -> pd.DataFrame:
@@ -65,7 +72,7 @@ def main(config: dict, ds: str) -> dict:
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     features = load_features(config, ds)
     requests = active_user_requests(features.sequences, features.items, config["max_seq_len"])
-    predictions = model.predict(requests[["history", "event_types", "exclude"]], params={"k": config["top_k"]})
+    predictions = model.predict(requests[list(REQUEST_COLUMNS)], params={"k": config["top_k"]})
     table = explode_recommendations(requests, predictions, str(version))
     output = partition_path(config, schema.RECOMMENDATIONS, ds)
     with replace_partition(output) as staging:

@@ -47,6 +47,39 @@ def raw_histories(examples, item_ids: np.ndarray) -> tuple[list, list]:
     return histories, types
 
 
+def raw_timestamps(examples) -> list | None:
+    """Epoch seconds parallel to raw_histories' histories, rebuilt from the examples' gap
+    buckets; None for examples without gaps.
+
+    Examples keep each event's gap bucket, not its time. Setting every gap to its bucket's
+    lower edge (bucket 1: 0 s; bucket b >= 2: schema.GAP_BUCKET_EDGES_SECONDS[b - 2]) lets the
+    served model's features.gap_buckets give each event its bucket back, so the gate scores
+    models with the gaps they get in serving. Two cases differ, as in batch_recommend's
+    requests: the oldest event of a request has no previous one there (bucket 0), and an
+    event right after a dropped out-of-catalog event gets the bucket of the two gaps summed.
+    """
+    gaps = getattr(examples, "gaps", None)
+    if gaps is None:
+        return None
+    lower_edge_of_bucket = np.array([0, 0, *schema.GAP_BUCKET_EDGES_SECONDS], dtype=np.int64)  # buckets 0, 1, 2, ...
+    timestamps = []
+    for row_items, row_types, row_gaps in zip(examples.items, examples.types, np.asarray(gaps)):
+        is_event = row_types != 0  # padding has type 0; an out-of-catalog event (item 0) does not
+        seconds = np.cumsum(lower_edge_of_bucket[row_gaps[is_event]])
+        timestamps.append([int(second) for second in seconds[row_items[is_event] > 0]])
+    return timestamps
+
+
+def request_frame(histories: list, types: list, timestamps: list | None = None):
+    """The pyfunc model's input for raw histories; without timestamps the column is left out."""
+    import pandas as pd
+
+    columns = {"history": histories, "event_types": types}
+    if timestamps is not None:
+        columns["timestamps"] = timestamps
+    return pd.DataFrame(columns)
+
+
 def topk_metrics(recommended: list[list], targets: list, k: int) -> dict:
     """Recall / MRR / NDCG @k from top-k lists (a target missing from the list is a miss)."""
     from jobs.evaluation import ranking_metrics
@@ -56,12 +89,13 @@ def topk_metrics(recommended: list[list], targets: list, k: int) -> dict:
     return ranking_metrics(ranks, ks=(k,))
 
 
-def score_model(model_uri: str, histories, types, targets, k: int) -> dict:
+def score_model(model_uri: str, requests, targets, k: int) -> dict:
+    """Top-k metrics of a registered model on request_frame rows (a champion logged before
+    timestamps existed ignores that column: MLflow drops inputs its signature lacks)."""
     import mlflow
-    import pandas as pd
 
     model = mlflow.pyfunc.load_model(model_uri)
-    predictions = model.predict(pd.DataFrame({"history": histories, "event_types": types}), params={"k": k})
+    predictions = model.predict(requests, params={"k": k})
     return topk_metrics([list(ids) for ids in predictions["item_ids"]], targets, k)
 
 
@@ -87,7 +121,6 @@ def log_bundle(config: dict, ds: str, variant: str, input_example) -> str:
 
 def main(config: dict, ds: str) -> dict:
     import mlflow
-    import pandas as pd
     from mlflow import MlflowClient
 
     from jobs.features import load_features, make_examples
@@ -99,18 +132,18 @@ def main(config: dict, ds: str) -> dict:
     item_ids = np.empty(int(features.meta["n_items"]) + 1, dtype=object)
     item_ids[features.items[schema.ITEM_IDX].to_numpy()] = features.items[schema.ITEM_ID].to_numpy()
     histories, types = raw_histories(test, item_ids)
+    requests = request_frame(histories, types, raw_timestamps(test))
     targets = list(item_ids[test.targets])
 
     variant = choose_variant(config, ds)
     configure_mlflow(config)  # before the client: a fresh worker process has no tracking URI yet
     client = MlflowClient()
     with stage_run(config, "register_and_gate", ds) as run:
-        example = pd.DataFrame({"history": histories[:2], "event_types": types[:2]})
-        model_uri = log_bundle(config, ds, variant, example)
+        model_uri = log_bundle(config, ds, variant, requests.head(2))
         version = mlflow.register_model(model_uri, name, tags={"ds": ds, "variant": variant}).version
-        challenger = score_model(f"models:/{name}/{version}", histories, types, targets, k)
+        challenger = score_model(f"models:/{name}/{version}", requests, targets, k)
         champion_version = _current_champion(client, name)
-        champion = (score_model(f"models:/{name}/{champion_version}", histories, types, targets, k)
+        champion = (score_model(f"models:/{name}/{champion_version}", requests, targets, k)
                     if champion_version else None)
         promoted = champion is None or challenger[primary] > champion[primary]
         alias = CHAMPION if promoted else CHALLENGER

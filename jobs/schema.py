@@ -30,6 +30,14 @@ ITEM_EVENT_TYPES = (VIEW, CLICK, ADD_TO_CART, PURCHASE)  # events that carry an 
 EVENT_TYPE_INDEX = {name: i + 1 for i, name in enumerate(EVENT_TYPES)}
 N_EVENT_TYPES = len(EVENT_TYPES) + 1  # including padding 0
 
+# Time gaps: the seconds from a user's previous event to this one, bucketed on a roughly
+# logarithmic scale (what matters is "same burst / same session / next day / weeks later",
+# not the exact second). gap_bucket = 1 + number of edges <= gap; 0 = padding or no
+# previous event (a user's first event, or histories without timestamps).
+GAP_BUCKET_EDGES_SECONDS = (10, 30, 60, 120, 300, 600, 1_800, 3_600, 3 * 3_600, 12 * 3_600,
+                            86_400, 3 * 86_400, 7 * 86_400, 30 * 86_400)
+N_GAP_BUCKETS = len(GAP_BUCKET_EDGES_SECONDS) + 2  # including 0 (none)
+
 # --- Catalog as landed (gzip JSON lines, one snapshot per day) ------------------------
 CATEGORY = "category"
 BRAND = "brand"

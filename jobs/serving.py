@@ -1,8 +1,12 @@
 """The fused recommender as an MLflow pyfunc model: what is registered, gated and served.
 
 Input: one row per request with `history` (item ids, oldest first), optionally
-`event_types` (one per history item; default "view") and `exclude` (item ids never to
-recommend, e.g. already bought). Output: `item_ids` and `scores` of the top k (param `k`).
+`event_types` (one per history item; default "view"), `timestamps` (epoch seconds as
+integers, one per history item; they give the models the time gaps between events) and
+`exclude` (item ids never to recommend, e.g. already bought). A request whose timestamps
+are missing (None) or not one per history item is served without gaps (all unknown), not
+refused; a float or a null inside the list is refused by MLflow's own schema check, before
+this code runs. Output: `item_ids` and `scores` of the top k (param `k`).
 Ids are the shop's raw ids, so champions trained on different nights (different
 vocabularies) are compared and served through the same interface.
 
@@ -13,6 +17,7 @@ variant that answers. Loading it needs only this package (logged as code with th
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import numpy as np
@@ -29,6 +34,8 @@ TYPE_NAMES = {index: name for name, index in schema.EVENT_TYPE_INDEX.items()}
 VIEW_IDX = schema.EVENT_TYPE_INDEX[schema.VIEW]  # the type assumed when a request gives none
 BUNDLE_PARTS = ("user_encoder", "item_encoder", "baselines", "fusion", "items", "serving")
 MODEL_PARTS = ("user_encoder", "item_encoder", "baselines", "fusion")  # as fuse.night_model_dirs
+
+logger = logging.getLogger(__name__)
 
 
 class Recommender:
@@ -56,29 +63,48 @@ class Recommender:
         item_ids[items[schema.ITEM_IDX].to_numpy()] = items[schema.ITEM_ID].to_numpy()
         return cls(scorers[settings["variant"]], item_ids, settings["max_seq_len"])
 
-    def encode(self, histories, event_types=None) -> tuple[np.ndarray, np.ndarray]:
-        """Raw histories → left-padded (items, types) arrays; items unknown to this model are skipped."""
+    def encode(self, histories, event_types=None, timestamps=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Raw histories → left-padded (items, types, gaps) arrays; items unknown to this model are skipped.
+
+        timestamps: per history, its events' epoch seconds (or None). Gap buckets are taken
+        over the whole raw history before unknown items are skipped, so a kept event's gap is
+        to the user's real previous event, as in training (features.make_examples). An entry
+        that is None or not one time per event gives its history unknown gaps (bucket 0) and
+        a warning, never an error: a request is still served, only without time gaps.
+        """
         n, length = len(histories), self.max_seq_len
-        items = np.zeros((n, length), dtype=np.int32)
-        types = np.zeros((n, length), dtype=np.int32)
+        if timestamps is not None and len(timestamps) != n:
+            raise ValueError(f"timestamps must hold one entry (a list or None) per history: {len(timestamps)} for {n}")
+        items, types, gaps = (np.zeros((n, length), dtype=np.int32) for _ in range(3))
+        unusable = 0  # histories whose timestamps were given but cannot be used
         for row, history in enumerate(histories):
             names = event_types[row] if event_types is not None and event_types[row] is not None else None
             names = names if names is not None else [schema.VIEW] * len(history)
-            known = [(self.index_of[item], schema.EVENT_TYPE_INDEX.get(name, VIEW_IDX))
-                     for item, name in zip(history, names) if item in self.index_of][-length:]
+            stamps = None if timestamps is None else timestamps[row]
+            row_gaps = None if stamps is None else history_gap_buckets(history, stamps)
+            if row_gaps is None:  # no timestamps: every gap unknown (bucket 0), as a model reads gaps=None
+                unusable += stamps is not None
+                row_gaps = np.zeros(len(history), dtype=np.int32)
+            known = [(self.index_of[item], schema.EVENT_TYPE_INDEX.get(name, VIEW_IDX), gap)
+                     for item, name, gap in zip(history, names, row_gaps) if item in self.index_of][-length:]
             if known:
-                items[row, length - len(known):], types[row, length - len(known):] = zip(*known)
-        return items, types
+                kept = slice(length - len(known), length)
+                items[row, kept], types[row, kept], gaps[row, kept] = zip(*known)
+        if unusable:
+            logger.warning("%d of %d histories came with timestamps that are not one epoch second per event; "
+                           "they are scored without time gaps", unusable, n)
+        return items, types, gaps
 
-    def recommend(self, histories, k: int = 20, event_types=None, exclude=None, batch_size: int = 1024):
+    def recommend(self, histories, k: int = 20, event_types=None, exclude=None, batch_size: int = 1024,
+                  timestamps=None):
         """Top-k (item_ids, scores) per history; excluded items never appear."""
         from jobs.evaluation import top_k
 
-        items, types = self.encode(histories, event_types)
+        items, types, gaps = self.encode(histories, event_types, timestamps)
         all_ids, all_scores = [], []
         for start in range(0, len(histories), batch_size):
-            scores = np.array(self.scorer.score(items[start:start + batch_size], types[start:start + batch_size]),
-                              dtype=np.float64)
+            rows = slice(start, start + batch_size)
+            scores = np.array(self.scorer.score(items[rows], types[rows], gaps[rows]), dtype=np.float64)
             scores[:, 0] = -np.inf
             if exclude is not None:
                 for offset, excluded in enumerate(exclude[start:start + batch_size]):
@@ -103,8 +129,23 @@ class FusedRecommenderModel(PythonModel):
         k = int((params or {}).get("k", 20))
         event_types = list(model_input["event_types"]) if "event_types" in model_input else None
         exclude = list(model_input["exclude"]) if "exclude" in model_input else None
-        ids, scores = self.recommender.recommend(list(model_input["history"]), k, event_types, exclude)
+        timestamps = list(model_input["timestamps"]) if "timestamps" in model_input else None
+        ids, scores = self.recommender.recommend(list(model_input["history"]), k, event_types, exclude,
+                                                 timestamps=timestamps)
         return pd.DataFrame({"item_ids": ids, "scores": scores})
+
+
+def history_gap_buckets(history, timestamps) -> np.ndarray | None:
+    """int32 [len(history)]: the gap bucket of each event of one raw history (0 for the first);
+    None when timestamps are not one per event (wrong length, not a list, unreadable values)."""
+    from jobs.features import event_gap_buckets
+
+    try:
+        if len(timestamps) != len(history):
+            return None
+        return event_gap_buckets(timestamps)
+    except (TypeError, ValueError):  # len() of a number, or values pandas cannot even coerce
+        return None
 
 
 def model_signature(k: int):
@@ -112,7 +153,9 @@ def model_signature(k: int):
     from mlflow.types.schema import Array, ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
     strings = Array(DataType.string)
+    # Epoch seconds as integers, like the lake's timestamps; MLflow refuses floats for it.
     inputs = Schema([ColSpec(strings, "history"), ColSpec(strings, "event_types", required=False),
+                     ColSpec(Array(DataType.long), "timestamps", required=False),
                      ColSpec(strings, "exclude", required=False)])
     outputs = Schema([ColSpec(strings, "item_ids"), ColSpec(Array(DataType.double), "scores")])
     return ModelSignature(inputs=inputs, outputs=outputs, params=ParamSchema([ParamSpec("k", DataType.long, k)]))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from jobs.encoder_scorers import recall_at_k, user_encoder_scorer
+from jobs.encoder_scorers import encoder_inputs, recall_at_k, user_encoder_scorer
 from jobs.features import Examples, load_features, make_examples, vocabulary_size
 from jobs.lake import partition_path, replace_partition
 from jobs.models.training import (
@@ -111,17 +111,22 @@ def train_user_encoder(train: Examples, valid: Examples, n_items: int, n_event_t
 
         def valid_recall() -> float:
             scorer = user_encoder_scorer(encoder, item_table(encoder))
-            return recall_at_k(scorer, valid.items, valid.types, valid.targets, VALID_RECALL_K)
+            return recall_at_k(scorer, valid.items, valid.types, valid.targets, VALID_RECALL_K, gaps=valid.gaps)
 
         batch_size = int(settings["batch_size"])
         history = fit_with_early_stopping(
             model,
-            make_dataset((train.items, train.types), batch_size, seed=seed, targets=train.targets),
-            make_dataset((valid.items, valid.types), batch_size, targets=valid.targets),
+            make_dataset(_model_inputs(encoder, train), batch_size, seed=seed, targets=train.targets),
+            make_dataset(_model_inputs(encoder, valid), batch_size, targets=valid.targets),
             epochs=int(settings["epochs"]), patience=int(settings["patience"]), valid_recall=valid_recall,
-            on_epoch_end=on_epoch_end, max_train_minutes=settings.get("max_train_minutes"))
+            on_epoch_end=on_epoch_end, max_train_minutes=settings.get("max_train_minutes"),
+            learning_rate_decay=float(settings.get("learning_rate_decay", 1.0)))
     exported = copy_to_float32(build_encoder, encoder)
     return TrainedUserEncoder(exported, item_table(exported), history)
+
+
+def _model_inputs(encoder, examples: Examples) -> tuple:
+    return tuple(encoder_inputs(encoder, examples.items, examples.types, examples.gaps))
 
 
 def training_model(encoder, loss: str, train_targets: np.ndarray, n_items: int, num_sampled_negatives: int,
@@ -156,12 +161,13 @@ def _build_architecture(settings: dict, n_items: int, n_event_types: int, max_le
 
     architecture = settings.get("architecture", ARCHITECTURE_GRU)
     embedding_dim, hidden_dim = int(settings["embedding_dim"]), int(settings["hidden_dim"])
+    time_gaps = bool(settings.get("time_gaps", True))
     if architecture == ARCHITECTURE_GRU:
-        return build_user_encoder(n_items, n_event_types, max_len, embedding_dim, hidden_dim)
+        return build_user_encoder(n_items, n_event_types, max_len, embedding_dim, hidden_dim, time_gaps=time_gaps)
     if architecture == ARCHITECTURE_SASREC:
         return sasrec.build_sasrec_encoder(
             n_items, n_event_types, max_len, embedding_dim, hidden_dim,
             num_blocks=int(settings.get("num_blocks", sasrec.DEFAULT_NUM_BLOCKS)),
             num_heads=int(settings.get("num_heads", sasrec.DEFAULT_NUM_HEADS)),
-            dropout=float(settings.get("dropout", sasrec.DEFAULT_DROPOUT)))
+            dropout=float(settings.get("dropout", sasrec.DEFAULT_DROPOUT)), time_gaps=time_gaps)
     raise ValueError(f"user_encoder.architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}")

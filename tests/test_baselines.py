@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from jobs.baselines import (
-    ALS_COUNT, ALS_USER, ALSScorer, ItemKNNScorer, SessionPopularityScorer, als_interactions, fit_spark_als,
-    item_counts, training_sequences,
+    ALS_COUNT, ALS_USER, ALSScorer, ItemKNNScorer, PopularityScorer, SessionPopularityScorer, als_interactions,
+    fit_spark_als, item_counts, training_sequences,
 )
 from jobs.evaluation import target_ranks
 from jobs.schema import ITEM_IDX, SPLIT, SPLIT_TRAIN, SPLIT_VALID, TIMESTAMPS, USER_ID
@@ -141,6 +141,18 @@ def test_als_fold_in_solves_the_implicit_least_squares_by_hand():
                                [[NEG_INF, 2 / 11, 7 / 11, 9 / 11], [NEG_INF, 0, 0, 0]], rtol=1e-6)
 
 
+def test_baselines_accept_time_gaps_and_ignore_them():
+    # No baseline reads gap buckets: scoring with any gaps gives exactly the scores without them.
+    items = np.array([[0, 1, 3], [2, 3, 3]])
+    gaps = np.array([[0, 5, 12], [0, 1, 15]], dtype=np.int32)
+    scorers = [PopularityScorer(np.array([0, 3, 1, 2, 1])), SessionPopularityScorer(np.array([0, 5, 3, 3, 1])),
+               ItemKNNScorer.fit(KNN_SESSIONS, n_items=4, regularization=1.0),
+               ALSScorer(np.array([[0, 0], [1, 0], [0, 1], [1, 1], [2, 1]]), reg_param=1.0, alpha=1.0)]
+    for scorer in scorers:
+        np.testing.assert_array_equal(scorer.score(items, no_types(items), gaps),
+                                      scorer.score(items, no_types(items)), err_msg=scorer.name)
+
+
 def test_als_interactions_count_each_item_per_sequence():
     frame = als_interactions([np.array([2, 1, 2]), np.array([0, 3])], n_items=3)
     assert frame.to_dict("list") == {ALS_USER: [0, 0, 1], ITEM_IDX: [1, 2, 3], ALS_COUNT: [1.0, 2.0, 1.0]}
@@ -238,6 +250,34 @@ def test_fitted_baselines_survive_a_save_and_load(tmp_path, spark):
     # Item-KNN learned the walks: 4 and 6 share the most sessions with 5 (they neighbour it
     # in every walk through it), so they lead its list.
     assert set(np.argsort(-fitted["item_knn"].score(histories, None)[1])[:2]) == {4, 6}
+
+
+class InputRecorder:
+    """Records what it is asked to score; scores every item 0."""
+
+    name = "recorder"
+
+    def __init__(self):
+        self.seen = []
+
+    def score(self, items, types, gaps=None):
+        self.seen.append((items, types, gaps))
+        return np.zeros((len(items), 5), dtype=np.float32)
+
+
+def test_truncating_scorer_cuts_gaps_like_items():
+    truncating = load_bench().TruncatingScorer
+    items = np.array([[1, 2, 3]])
+    gaps = np.array([[0, 4, 7]], dtype=np.int32)
+    # Width 2: the last two columns of each; width 4: one padding column (0) in front.
+    for width, expected_items, expected_gaps in ((2, [[2, 3]], [[4, 7]]), (4, [[0, 1, 2, 3]], [[0, 0, 4, 7]])):
+        recorder = InputRecorder()
+        truncating("gru", recorder, width).score(items, no_types(items), gaps)
+        seen_items, _, seen_gaps = recorder.seen[0]
+        assert (seen_items.tolist(), seen_gaps.tolist()) == (expected_items, expected_gaps)
+    recorder = InputRecorder()
+    truncating("gru", recorder, 2).score(items, no_types(items))
+    assert recorder.seen[0][2] is None  # unknown gaps stay unknown
 
 
 def walk_sessions(n_sessions: int, n_items: int, length: int) -> list[str]:

@@ -48,9 +48,55 @@ class MatrixScorer:
         self.matrix = matrix
         self.batch_sizes = []
 
-    def score(self, items, types):
+    def score(self, items, types, gaps=None):
         self.batch_sizes.append(len(items))
         return self.matrix[items[:, -1]]
+
+
+@dataclass
+class FakeExamplesWithGaps(FakeExamples):
+    gaps: np.ndarray
+
+
+class GapRecorder:
+    """Scores item 1 highest for everyone and keeps every gaps argument it is given."""
+
+    name = "gap_recorder"
+
+    def __init__(self):
+        self.received = []
+
+    def score(self, items, types, gaps=None):
+        self.received.append(None if gaps is None else gaps.copy())
+        return np.tile(np.array([NEG_INF, 1.0, 0.0], dtype=np.float32), (len(items), 1))
+
+
+def test_evaluation_hands_each_batch_its_own_gaps():
+    # Five examples, batches of 2: rows 0-1, 2-3, 4. Gap buckets 10 * row + column are unique,
+    # so a wrong row or a batch that is not cut would show up.
+    gaps = (10 * np.arange(5)[:, None] + np.arange(2)[None, :]).astype(np.int32)
+    examples = FakeExamplesWithGaps(items=np.ones((5, 2), np.int32), types=np.ones((5, 2), np.int32),
+                                    targets=np.ones(5, np.int64), gaps=gaps)
+    for evaluate in (lambda scorer: evaluate_scorer(scorer, examples, ks=(1,), batch_size=2),
+                     lambda scorer: evaluate_full_catalog(scorer, examples, ks=(1,), batch_size=2)):
+        recorder = GapRecorder()
+        evaluate(recorder)
+        assert [batch.tolist() for batch in recorder.received] == [[[0, 1], [10, 11]], [[20, 21], [30, 31]],
+                                                                   [[40, 41]]]
+
+
+def test_examples_without_gaps_are_scored_with_gaps_none():
+    recorder = GapRecorder()
+    examples = FakeExamples(items=np.ones((3, 2), np.int32), types=np.ones((3, 2), np.int32), targets=np.ones(3))
+    evaluate_scorer(recorder, examples, ks=(1,), batch_size=2)
+    assert recorder.received == [None, None]
+
+
+def test_catalog_mask_forwards_gaps_to_the_wrapped_scorer():
+    recorder = GapRecorder()
+    masked = CatalogMaskedScorer(recorder, np.array([False, True, True]))
+    masked.score(np.ones((1, 2), np.int32), np.ones((1, 2), np.int32), np.array([[0, 7]], np.int32))
+    assert recorder.received[0].tolist() == [[0, 7]]
 
 
 def test_target_ranks_are_conservative_about_ties_and_ignore_padding():
@@ -210,7 +256,7 @@ class RowScorer:
     def __init__(self, matrix):
         self.matrix = matrix
 
-    def score(self, items, types):
+    def score(self, items, types, gaps=None):
         return self.matrix[types[:, -1]]
 
 

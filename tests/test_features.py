@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from jobs.features import (
-    LOG_POPULARITY, item_feature_arrays, load_features, make_examples, transition_pairs, vocabulary_size,
-    write_features,
+    LOG_POPULARITY, event_gap_buckets, gap_buckets, item_feature_arrays, load_features, make_examples,
+    transition_pairs, vocabulary_size, write_features,
 )
 from jobs.lake import partition_path
 from jobs.schema import (
@@ -51,6 +51,30 @@ def test_valid_examples_see_earlier_splits_but_nothing_later():
     np.testing.assert_array_equal(examples.types, [[1, 2, 1], [0, 0, 1], [0, 1, 1], [1, 1, 2]])
     np.testing.assert_array_equal(examples.targets, [7, 6, 6, 1])
     assert list(examples.user_ids) == ["u1", "u2", "u2", "u2"]
+
+
+def test_gap_buckets_count_the_edges_at_or_below_the_gap():
+    # Edges (s): 10 30 60 120 300 600 1800 3600 10800 43200 86400 259200 604800 2592000.
+    # 0 and 9 s: below the first edge -> 1; exactly 10 s -> 2; 95 s passes 10, 30, 60 -> 4;
+    # one day passes 11 edges -> 12; 40 days passes all 14 -> 15; a negative gap counts as 0 -> 1.
+    np.testing.assert_array_equal(gap_buckets([0, 9, 10, 95, 86_400, 40 * 86_400, -5]), [1, 1, 2, 4, 12, 15, 1])
+    assert gap_buckets([0]).dtype == np.int32
+
+
+def test_event_gap_buckets_start_at_zero_and_skip_missing_timestamps():
+    # Gaps 5 s -> 1, 95 s -> 4; the missing timestamp gives 0 to its event and the next.
+    np.testing.assert_array_equal(event_gap_buckets([0, 5, 100]), [0, 1, 4])
+    np.testing.assert_array_equal(event_gap_buckets([0, None, 100, 100 + 86_400]), [0, 0, 0, 12])
+    assert len(event_gap_buckets([])) == 0
+
+
+def test_example_gaps_are_the_history_events_gaps_to_their_predecessors():
+    # u2's timestamps 11 21 31 41: every gap is 10 s -> bucket 2; its first event has none -> 0.
+    # u1 (10 20 30 | 40): the valid history 3 5 3 has gaps none, 10 s, 10 s -> 0 2 2.
+    examples = make_examples(two_user_sequences(), SPLIT_VALID, max_len=3)
+    np.testing.assert_array_equal(examples.gaps, [[0, 2, 2], [0, 0, 0], [0, 0, 2], [0, 2, 2]])
+    # Truncated to 2 columns, u1's test history 3 7 keeps each event's gap to its real predecessor.
+    np.testing.assert_array_equal(make_examples(two_user_sequences(), SPLIT_TEST, max_len=2).gaps, [[2, 2]])
 
 
 def test_histories_are_truncated_to_the_most_recent_events():

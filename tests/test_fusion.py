@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jobs.evaluation import evaluate_scorer, target_ranks
-from jobs.fusion import candidate_target_ranks, candidates_from_scores, scatter_to_catalog
+from jobs.fusion import build_candidates, candidate_target_ranks, candidates_from_scores, scatter_to_catalog
 from jobs.fusion.decision_level import RankFusion, equal_weight_vote, rrf_slot_scores, simplex_grid
 from jobs.fusion.feature_level import FeatureFusion
 from jobs.fusion.model_level import StackingRanker
@@ -23,6 +23,16 @@ class FakeExamples:
     items: np.ndarray
     types: np.ndarray
     targets: np.ndarray
+
+
+@dataclass
+class FakeExamplesWithGaps(FakeExamples):
+    gaps: np.ndarray
+
+
+def numbered_gaps(n, length=HISTORY):
+    """Gap buckets 10 * row + column: every row's gaps differ, so a row mix-up shows."""
+    return (10 * np.arange(n)[:, None] + np.arange(length)[None, :]).astype(np.int32)
 
 
 def next_item(last_items):
@@ -42,7 +52,7 @@ class FixedScorer:
     def __init__(self, name, row):
         self.name, self.row = name, np.asarray(row, dtype=np.float32)
 
-    def score(self, items, types):
+    def score(self, items, types, gaps=None):
         return np.tile(self.row, (len(items), 1))
 
 
@@ -51,7 +61,7 @@ class PerfectScorer:
 
     name = "perfect"
 
-    def score(self, items, types):
+    def score(self, items, types, gaps=None):
         scores = np.zeros((len(items), N_ITEMS + 1), np.float32)
         scores[np.arange(len(items)), next_item(items[:, -1])] = 1.0
         scores[:, 0] = NEG_INF
@@ -67,8 +77,21 @@ class RandomScorer:
         self.table = np.random.default_rng(seed).normal(size=(N_ITEMS + 1, N_ITEMS + 1)).astype(np.float32)
         self.table[:, 0] = NEG_INF
 
-    def score(self, items, types):
+    def score(self, items, types, gaps=None):
         return self.table[items[:, -1]]
+
+
+class GapRecordingScorer(PerfectScorer):
+    """The perfect model, keeping every gaps argument it is given."""
+
+    name = "recording"
+
+    def __init__(self):
+        self.received = []
+
+    def score(self, items, types, gaps=None):
+        self.received.append(None if gaps is None else gaps.copy())
+        return super().score(items, types)
 
 
 # --- shared candidate machinery ------------------------------------------------------
@@ -132,6 +155,39 @@ def test_equal_weight_vote_and_slot_scores():
     assert rrf_slot_scores(candidates, np.array([1.0]), rrf_k=0).tolist() == [[1.0, 0.5, 1 / 3]]
 
 
+def test_build_candidates_hands_each_batch_its_own_gaps():
+    recorder = GapRecordingScorer()
+    items = np.ones((5, HISTORY), np.int32)
+    build_candidates([recorder], items, items, per_model=2, batch_size=2, gaps=numbered_gaps(5))
+    # Batches of 2: rows 0-1, 2-3, 4.
+    assert [gaps.tolist() for gaps in recorder.received] == [numbered_gaps(5)[rows].tolist()
+                                                             for rows in (slice(0, 2), slice(2, 4), slice(4, 5))]
+    recorder.received.clear()
+    build_candidates([recorder], items, items, per_model=2, batch_size=2)
+    assert recorder.received == [None, None, None]
+
+
+def test_rank_fusion_passes_gaps_to_its_base_models():
+    recorder = GapRecordingScorer()
+    fusion = RankFusion([recorder, RandomScorer()], candidates_per_model=2)
+    examples = FakeExamplesWithGaps(*vars(make_examples(3, seed=21)).values(), gaps=numbered_gaps(3))
+    fusion.fit(examples, grid_steps=1)  # fit reads the examples' own gaps
+    fusion.score(examples.items[1:], examples.types[1:], examples.gaps[1:])
+    assert [gaps.tolist() for gaps in recorder.received] == [examples.gaps.tolist(), examples.gaps[1:].tolist()]
+
+
+def test_stacking_passes_gaps_of_its_training_rows_to_its_base_models():
+    recorder = GapRecordingScorer()
+    stacking = StackingRanker([recorder], popularity=np.ones(N_ITEMS + 1), candidates_per_model=2,
+                              max_train_examples=4, seed=0)
+    examples = FakeExamplesWithGaps(*vars(make_examples(6, seed=22)).values(), gaps=numbered_gaps(6))
+    stacking.fit(examples)
+    rows = stacking._training_rows(6)  # 4 of the 6 examples: their gaps, row for row
+    stacking.score(examples.items[:1], examples.types[:1], examples.gaps[:1])
+    assert [gaps.tolist() for gaps in recorder.received] == [examples.gaps[rows].tolist(), examples.gaps[:1].tolist()]
+    assert len(rows) == 4
+
+
 def test_simplex_grid_covers_the_simplex():
     grid = simplex_grid(3, 2)  # multiples of 1/2 summing to 1: the 3 corners and 3 mid-edges
     assert sorted(map(tuple, grid.tolist())) == [(0, 0, 1), (0, 0.5, 0.5), (0, 1, 0), (0.5, 0, 0.5),
@@ -183,7 +239,7 @@ class InformativeEmbeddings:
         self.item_vectors = rng.normal(size=(N_ITEMS + 1, dim)).astype(np.float32)
         self.noise = rng.normal(scale=0.1, size=(N_ITEMS + 1, dim)).astype(np.float32)
 
-    def user_vectors(self, items, types):
+    def user_vectors(self, items, types, gaps=None):
         return self.item_vectors[next_item(items[:, -1])] + self.noise[items[:, 0]]
 
 
@@ -196,9 +252,32 @@ class NoiseEmbeddings:
         self.item_vectors = np.random.default_rng(11).normal(size=(N_ITEMS + 1, dim)).astype(np.float32)
         self.dim = dim
 
-    def user_vectors(self, items, types):
+    def user_vectors(self, items, types, gaps=None):
         return np.stack([np.random.default_rng(list(map(int, row))).normal(size=self.dim) for row in items]
                         ).astype(np.float32)
+
+
+class GapRecordingEmbeddings(InformativeEmbeddings):
+    name = "recording"
+
+    def __init__(self):
+        super().__init__()
+        self.received = []
+
+    def user_vectors(self, items, types, gaps=None):
+        self.received.append(None if gaps is None else gaps.copy())
+        return super().user_vectors(items, types)
+
+
+def test_feature_fusion_hands_gaps_to_its_sources():
+    source = GapRecordingEmbeddings()
+    fusion = FeatureFusion([source], dim=2, epochs=1, batch_size=4)
+    examples = FakeExamplesWithGaps(*vars(make_examples(4, seed=20)).values(), gaps=numbered_gaps(4))
+    fusion.fit(examples)
+    fusion.score(examples.items[:2], examples.types[:2], examples.gaps[:2])
+    fusion.score(examples.items[:1], examples.types[:1])
+    assert [None if gaps is None else gaps.tolist() for gaps in source.received] == [
+        examples.gaps.tolist(), examples.gaps[:2].tolist(), None]
 
 
 def test_feature_fusion_weights_the_informative_source_more():
@@ -351,5 +430,13 @@ def test_split_by_user_keeps_each_users_examples_together():
     assert not set(fit.user_ids) & set(holdout.user_ids)
     assert sorted(fit.targets.tolist() + holdout.targets.tolist()) == list(range(1, 9))
     assert all(target - 1 == item for target, item in zip(holdout.targets, holdout.items[:, 0]))  # rows stay aligned
+
+    @dataclass
+    class WithGaps(WithUsers):
+        gaps: np.ndarray
+
+    fit, holdout = split_by_user(WithGaps(*vars(examples).values(), gaps=np.arange(8)[:, None] * 10), 0.4, 0)
+    for part in (fit, holdout):  # gaps are cut with the other arrays: example i keeps gaps 10 * i
+        assert part.gaps[:, 0].tolist() == [10 * item for item in part.items[:, 0]]
     with pytest.raises(ValueError, match="at least 2"):
         split_by_user(WithUsers(examples.items, examples.types, examples.targets, np.full(8, "a")), 0.2, 0)

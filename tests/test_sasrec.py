@@ -23,14 +23,16 @@ def test_left_padding_gives_the_same_vector_as_the_unpadded_history():
     # Positions count back from the last column, so [3, 4] and [0, 0, 3, 4] give both
     # events the same positions; padding keys are masked, so they add nothing either.
     encoder = tiny_encoder()
-    unpadded = np.asarray(encoder([np.array([[3, 4]]), np.array([[1, 2]])]))
-    padded = np.asarray(encoder([np.array([[0, 0, 3, 4]]), np.array([[0, 0, 1, 2]])]))
+    unpadded = np.asarray(encoder([np.array([[3, 4]]), np.array([[1, 2]]), np.array([[0, 3]])]))
+    padded = np.asarray(encoder([np.array([[0, 0, 3, 4]]), np.array([[0, 0, 1, 2]]), np.array([[0, 0, 0, 3]])]))
     np.testing.assert_allclose(padded, unpadded, atol=1e-5)
     assert unpadded.shape == (1, 8)
-    reversed_order = np.asarray(encoder([np.array([[4, 3]]), np.array([[2, 1]])]))
+    reversed_order = np.asarray(encoder([np.array([[4, 3]]), np.array([[2, 1]]), np.array([[0, 3]])]))
     assert not np.allclose(reversed_order, unpadded, atol=1e-4)  # order matters
-    other_type = np.asarray(encoder([np.array([[3, 4]]), np.array([[1, 1]])]))
+    other_type = np.asarray(encoder([np.array([[3, 4]]), np.array([[1, 1]]), np.array([[0, 3]])]))
     assert not np.allclose(other_type, unpadded, atol=1e-4)  # event types are read
+    other_gap = np.asarray(encoder([np.array([[3, 4]]), np.array([[1, 2]]), np.array([[0, 13]])]))
+    assert not np.allclose(other_gap, unpadded, atol=1e-4)  # time gaps are read
 
 
 def test_attention_is_causal_and_reaches_back_to_the_first_event():
@@ -39,14 +41,15 @@ def test_attention_is_causal_and_reaches_back_to_the_first_event():
     # items and must differ. A non-causal (bidirectional) block would change all four.
     encoder = tiny_encoder()
     states = keras.Model(encoder.inputs, encoder.get_layer(SEQUENCE_STATES_LAYER).output)
-    types = np.ones((2, 4), dtype=np.int32)
-    both = np.asarray(states([np.array([[1, 2, 3, 4], [1, 2, 7, 8]]), types]))
+    types, gaps = np.ones((2, 4), dtype=np.int32), np.ones((2, 4), dtype=np.int32)
+    both = np.asarray(states([np.array([[1, 2, 3, 4], [1, 2, 7, 8]]), types, gaps]))
     np.testing.assert_allclose(both[0, :2], both[1, :2], atol=1e-5)
     assert not np.allclose(both[0, 2], both[1, 2], atol=1e-4)
     assert not np.allclose(both[0, 3], both[1, 3], atol=1e-4)
     # The user vector (last position) depends on the FIRST event too: attention reaches back.
-    first_changed = np.asarray(encoder([np.array([[5, 2, 3, 4]]), types[:1]]))
-    assert not np.allclose(first_changed, np.asarray(encoder([np.array([[1, 2, 3, 4]]), types[:1]])), atol=1e-4)
+    first_changed = np.asarray(encoder([np.array([[5, 2, 3, 4]]), types[:1], gaps[:1]]))
+    original = np.asarray(encoder([np.array([[1, 2, 3, 4]]), types[:1], gaps[:1]]))
+    assert not np.allclose(first_changed, original, atol=1e-4)
 
 
 SASREC_SETTINGS = {"architecture": "sasrec", "embedding_dim": 16, "hidden_dim": 32, "num_blocks": 1, "num_heads": 1,

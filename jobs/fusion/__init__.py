@@ -50,18 +50,20 @@ class Candidates:
 
 
 def build_candidates(base_scorers: Sequence[Scorer], items: np.ndarray, types: np.ndarray,
-                     per_model: int, batch_size: int = 512) -> Candidates:
+                     per_model: int, batch_size: int = 512, gaps: np.ndarray | None = None) -> Candidates:
     """Candidates for every example, scoring batch_size examples at a time.
 
     Each batch holds M dense score matrices [batch, n_items + 1]; 512 x 50k items x 3
-    models is ~300 MB, and the candidate arrays kept are only [n, M * C].
+    models is ~300 MB, and the candidate arrays kept are only [n, M * C]. gaps (time-gap
+    buckets parallel to items, or None) reach every base scorer, sliced like items.
     """
     if per_model < 1:
         raise ValueError(f"candidates_per_model must be >= 1, got {per_model}")
     batches = []
     for start in range(0, len(items), batch_size):
         rows = slice(start, start + batch_size)
-        score_matrices = [scorer.score(items[rows], types[rows]) for scorer in base_scorers]
+        batch_gaps = None if gaps is None else gaps[rows]
+        score_matrices = [scorer.score(items[rows], types[rows], batch_gaps) for scorer in base_scorers]
         batches.append(candidates_from_scores(score_matrices, per_model))
     if not batches:
         raise ValueError("cannot build fusion candidates for zero examples")

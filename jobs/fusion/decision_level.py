@@ -51,7 +51,7 @@ class RankFusion:
         the last being plain equal-weight voting, for comparison.
         """
         candidates = build_candidates(self.base_scorers, examples.items, examples.types,
-                                      self.candidates_per_model, batch_size)
+                                      self.candidates_per_model, batch_size, getattr(examples, "gaps", None))
         grid = simplex_grid(len(self.base_scorers), grid_steps)
         # The per-model contributions do not depend on the weights: computed once, each grid
         # point is then one matrix-vector product (6 models at 5 steps: 252 points).
@@ -63,9 +63,9 @@ class RankFusion:
         return {"weights": self.weight_by_model, "metric": metric, "best": float(values.max()),
                 "equal_weights": self._metric_on(candidates, contributions, equal, examples.targets, metric)}
 
-    def score(self, items: np.ndarray, types: np.ndarray) -> np.ndarray:
+    def score(self, items: np.ndarray, types: np.ndarray, gaps: np.ndarray | None = None) -> np.ndarray:
         """Fused scores [n, n_items + 1]; -inf for items in no base model's top-C (and column 0)."""
-        candidates = build_candidates(self.base_scorers, items, types, self.candidates_per_model)
+        candidates = build_candidates(self.base_scorers, items, types, self.candidates_per_model, gaps=gaps)
         return scatter_to_catalog(candidates, rrf_slot_scores(candidates, self.weights, self.rrf_k))
 
     def save(self, directory: str) -> None:

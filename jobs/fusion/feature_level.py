@@ -62,13 +62,13 @@ class FeatureFusion:
         """Learn projections, source weights and scale on examples; returns the weights and losses."""
         if len(examples.targets) == 0:
             raise ValueError("fusion_feature cannot be fitted on zero examples")
-        user_vectors = self._user_vectors(examples.items, examples.types)
+        user_vectors = self._user_vectors(examples.items, examples.types, getattr(examples, "gaps", None))
         self.parameters, losses = _train(user_vectors, self.item_vectors, np.asarray(examples.targets),
                                          self.dim, self.epochs, self.batch_size, self.learning_rate, self.seed)
         self._fused_items = None
         return {"source_weights": self.source_weights, "loss_by_epoch": losses}
 
-    def score(self, items: np.ndarray, types: np.ndarray) -> np.ndarray:
+    def score(self, items: np.ndarray, types: np.ndarray, gaps: np.ndarray | None = None) -> np.ndarray:
         """scale * fused_user . fused_item for every item, [n, n_items + 1], column 0 = -inf."""
         if self.parameters is None:
             raise RuntimeError("fusion_feature must be fitted (or loaded) before scoring")
@@ -76,7 +76,7 @@ class FeatureFusion:
             return np.zeros((0, len(self.item_vectors[0])), dtype=np.float32)
         if self._fused_items is None:  # items do not depend on the example: fuse them once
             self._fused_items = _fuse(self.item_vectors, self._projections("item"), self.parameters["source_logits"])
-        fused_users = _fuse(self._user_vectors(items, types), self._projections("user"),
+        fused_users = _fuse(self._user_vectors(items, types, gaps), self._projections("user"),
                             self.parameters["source_logits"])
         scores = (math.exp(float(self.parameters["log_scale"])) * fused_users @ self._fused_items.T).astype(np.float32)
         scores[:, 0] = -np.inf
@@ -102,12 +102,13 @@ class FeatureFusion:
     def _projections(self, side: str) -> list[np.ndarray]:
         return [self.parameters[f"{side}_projection_{s}"] for s in range(len(self.sources))]
 
-    def _user_vectors(self, items: np.ndarray, types: np.ndarray) -> list[np.ndarray]:
-        """Each source's user vectors [n, d_s], computed in bounded batches."""
+    def _user_vectors(self, items: np.ndarray, types: np.ndarray, gaps: np.ndarray | None) -> list[np.ndarray]:
+        """Each source's user vectors [n, d_s], computed in bounded batches (gaps sliced like items)."""
         vectors = []
         for source in self.sources:
             batches = [source.user_vectors(items[start:start + USER_VECTOR_BATCH],
-                                           types[start:start + USER_VECTOR_BATCH])
+                                           types[start:start + USER_VECTOR_BATCH],
+                                           None if gaps is None else gaps[start:start + USER_VECTOR_BATCH])
                        for start in range(0, len(items), USER_VECTOR_BATCH)]
             vectors.append(np.concatenate(batches).astype(np.float32))
         return vectors

@@ -60,8 +60,9 @@ class StackingRanker:
         from sklearn.preprocessing import StandardScaler
 
         rows = self._training_rows(len(examples.targets))
+        gaps = getattr(examples, "gaps", None)
         candidates = build_candidates(self.base_scorers, examples.items[rows], examples.types[rows],
-                                      self.candidates_per_model, batch_size)
+                                      self.candidates_per_model, batch_size, None if gaps is None else gaps[rows])
         features, labels = self._labelled_rows(candidates, examples.targets[rows])
         # Standardise so the L2 penalty treats features alike, then fold the scaling into
         # the weights: the saved model is one linear function of the raw features.
@@ -73,11 +74,11 @@ class StackingRanker:
                 "n_candidate_rows": int(len(labels)), "n_targets_in_candidates": int(labels.sum()),
                 "n_examples": int(len(rows))}
 
-    def score(self, items: np.ndarray, types: np.ndarray) -> np.ndarray:
+    def score(self, items: np.ndarray, types: np.ndarray, gaps: np.ndarray | None = None) -> np.ndarray:
         """P(next item) for the candidates, -inf for every other item, [n, n_items + 1]."""
         if self.coefficients is None:
             raise RuntimeError("fusion_stacking must be fitted (or loaded) before scoring")
-        candidates = build_candidates(self.base_scorers, items, types, self.candidates_per_model)
+        candidates = build_candidates(self.base_scorers, items, types, self.candidates_per_model, gaps=gaps)
         logits = self.candidate_features(candidates) @ self.coefficients + self.intercept
         probabilities = np.exp(-np.logaddexp(0.0, -logits))  # sigmoid without overflow
         return scatter_to_catalog(candidates, probabilities)

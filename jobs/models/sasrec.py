@@ -1,11 +1,12 @@
 """Self-attention session encoder in the SASRec family (Kang & McAuley, ICDM 2018).
 
-Same contract as the GRU encoder (jobs/models/user_encoder.py): items int32 [n, L] and
-types int32 [n, L], left-padded with 0, in; a user vector [n, embedding_dim] out, scored
+Same contract as the GRU encoder (jobs/models/user_encoder.py): items, types and (with
+time_gaps) gap buckets, int32 [n, L] each, left-padded with 0, in; a user vector [n, embedding_dim] out, scored
 against the SAME item table that embeds the inputs (so TiedItemLogits, full_softmax_loss
 and item_table of user_encoder.py serve both architectures unchanged).
 
-Each event is item embedding + event-type embedding + a learned position embedding; a stack
+Each event is item embedding + event-type embedding (+ time-gap embedding) + a learned
+position embedding; a stack
 of causal self-attention blocks (pre-layer-norm attention and a position-wise feed-forward
 net, each with dropout and a residual connection, as in the paper) lets every position read
 only itself and earlier real events; the last position's output is the user vector.
@@ -23,7 +24,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from jobs.models.user_encoder import ITEM_EMBEDDING_LAYER
+from jobs.models.user_encoder import GAP_EMBEDDING_LAYER, ITEM_EMBEDDING_LAYER
+from jobs.schema import N_GAP_BUCKETS
 
 SEQUENCE_STATES_LAYER = "sequence_states"  # [n, L, d] before the last position is taken (tests read it)
 DEFAULT_NUM_BLOCKS = 2
@@ -113,10 +115,11 @@ class LastPosition(layers.Layer):
 
 def build_sasrec_encoder(n_items: int, n_event_types: int, max_len: int, embedding_dim: int, hidden_dim: int,
                          num_blocks: int = DEFAULT_NUM_BLOCKS, num_heads: int = DEFAULT_NUM_HEADS,
-                         dropout: float = DEFAULT_DROPOUT) -> keras.Model:
-    """Encoder: items int32 [n, L], types int32 [n, L] (L <= max_len) -> user vector [n, embedding_dim].
+                         dropout: float = DEFAULT_DROPOUT, time_gaps: bool = True) -> keras.Model:
+    """Encoder: items, types[, gaps] int32 [n, L] (L <= max_len) -> user vector [n, embedding_dim].
 
     hidden_dim is the feed-forward width; embedding_dim must be divisible by num_heads.
+    time_gaps: take the third input, each event's gap bucket (0 on padding and first events).
     """
     _check_settings(embedding_dim, hidden_dim, num_blocks, num_heads, dropout)
     # Length None: any history up to max_len columns (the positions are counted from the end).
@@ -127,7 +130,13 @@ def build_sasrec_encoder(n_items: int, n_event_types: int, max_len: int, embeddi
 
     item_vectors = layers.Embedding(n_items + 1, embedding_dim, name=ITEM_EMBEDDING_LAYER)(items)
     type_vectors = layers.Embedding(n_event_types, embedding_dim, name="event_type_embedding")(types)
-    events = layers.Add(name="event_vectors")([item_vectors, type_vectors])
+    event_parts, inputs = [item_vectors, type_vectors], [items, types]
+    if time_gaps:
+        gaps = keras.Input(shape=(None,), dtype="int32", name="gaps")
+        inputs.append(gaps)
+        # Padding is zeroed below by the event mask, so no mask is needed here.
+        event_parts.append(layers.Embedding(N_GAP_BUCKETS, embedding_dim, name=GAP_EMBEDDING_LAYER)(gaps))
+    events = layers.Add(name="event_vectors")(event_parts)
     states = RecencyPositionEmbedding(max_len, embedding_dim, name="position_embedding")(events)
     states = layers.Dropout(dropout, name="embedding_dropout")(states)
     states = ZeroPadding(name="embedding_padding")([states, event_mask])
@@ -137,7 +146,7 @@ def build_sasrec_encoder(n_items: int, n_event_types: int, max_len: int, embeddi
     states = layers.LayerNormalization(name=SEQUENCE_STATES_LAYER)(states)
     # float32 output whatever the training policy, like the GRU's user_vector layer.
     user_vector = LastPosition(name="user_vector", dtype="float32")(states)
-    return keras.Model([items, types], user_vector, name="user_encoder")
+    return keras.Model(inputs, user_vector, name="user_encoder")
 
 
 def _self_attention_block(states, event_mask, attention_mask, block: int, embedding_dim: int, hidden_dim: int,

@@ -1,8 +1,8 @@
 """GRU session encoder in the GRU4Rec family (Hidasi et al., ICLR 2016; CIKM 2018).
 
-A user's recent events (item, event type) run through a GRU; its last state, projected
-into item-embedding space, is the user vector. Scores are dot products with the *same*
-item table that embeds the inputs (weight tying, as in GRU4Rec's 2018 follow-up with
+A user's recent events (item, event type, time gap since the previous event) run through
+a GRU; its last state, projected into item-embedding space, is the user vector. Scores are
+dot products with the *same* item table that embeds the inputs (weight tying, as in GRU4Rec's 2018 follow-up with
 shared input/output embeddings): an item is described once, and one table serves both
 "what did the user do" and "what will they do next".
 
@@ -34,24 +34,32 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from jobs.schema import N_GAP_BUCKETS
+
 # Logit for the padding column: low enough that softmax gives it ~0 probability, finite
 # so that 0 * logit stays 0 in the gradient (-inf would give NaN).
 PAD_LOGIT = -1e9
 ITEM_EMBEDDING_LAYER = "item_embedding"
 COSINE_USER_VECTOR_LAYER = "cosine_user_vector"
+# Time gaps are added to the event vectors like event types (and like TiSASRec's interval
+# embeddings, Li et al., WSDM 2020, simplified to the gap to the previous event): "seconds
+# later, same burst" and "three weeks later" are different contexts for the same item.
+GAP_EMBEDDING_LAYER = "gap_embedding"
 # Guards the L2 norm of an all-zero row (the padding item can be one): its unit vector is 0.
 _NORM_EPSILON = 1e-12
 
 
 def build_user_encoder(n_items: int, n_event_types: int, max_len: int, embedding_dim: int,
-                       hidden_dim: int) -> keras.Model:
-    """Encoder: items int32 [n, max_len], types int32 [n, max_len] -> user vector [n, embedding_dim].
+                       hidden_dim: int, time_gaps: bool = True) -> keras.Model:
+    """Encoder: items, types[, gaps] int32 [n, max_len] -> user vector [n, embedding_dim].
 
     Inputs are left-padded with 0 (most recent event last). n_event_types counts the
-    type ids including padding 0 (schema.N_EVENT_TYPES).
+    type ids including padding 0 (schema.N_EVENT_TYPES). time_gaps: take a third input,
+    each event's gap bucket (schema.GAP_BUCKET_EDGES_SECONDS), see add_gap_vectors.
     """
     items = keras.Input(shape=(max_len,), dtype="int32", name="items")
     types = keras.Input(shape=(max_len,), dtype="int32", name="types")
+    inputs = [items, types]
     # mask_zero on both: the GRU skips padding steps (item 0 and type 0) instead of reading a
     # fake event. Keras ORs the two masks in the Add, so an out-of-catalog item (item 0 with
     # a real type) still counts as an event, seen through row 0 as "some unknown item".
@@ -59,11 +67,19 @@ def build_user_encoder(n_items: int, n_event_types: int, max_len: int, embedding
     # Event types are added like positional embeddings: a purchase and a view of the same
     # item become nearby but distinguishable points in the GRU's input space.
     type_vectors = layers.Embedding(n_event_types, embedding_dim, mask_zero=True, name="event_type_embedding")(types)
-    events = layers.Add(name="event_vectors")([item_vectors, type_vectors])
+    event_parts = [item_vectors, type_vectors]
+    if time_gaps:
+        gaps = keras.Input(shape=(max_len,), dtype="int32", name="gaps")
+        inputs.append(gaps)
+        # mask_zero: padding has gap 0, and so does a user's first event, which the item and
+        # type masks (ORed in the Add) keep. Without a mask here the Add would drop them all.
+        gap_embedding = layers.Embedding(N_GAP_BUCKETS, embedding_dim, mask_zero=True, name=GAP_EMBEDDING_LAYER)
+        event_parts.append(gap_embedding(gaps))
+    events = layers.Add(name="event_vectors")(event_parts)
     state = layers.GRU(hidden_dim, name="gru")(events)
     # Projects the GRU state into the item space so hidden_dim may differ from embedding_dim.
     user_vector = layers.Dense(embedding_dim, name="user_vector", dtype="float32")(state)
-    return keras.Model([items, types], user_vector, name="user_encoder")
+    return keras.Model(inputs, user_vector, name="user_encoder")
 
 
 def unit_rows(vectors):
@@ -133,7 +149,7 @@ class TiedItemLogits(layers.Layer):
 
 
 def build_training_model(encoder: keras.Model) -> keras.Model:
-    """(items, types) -> next-item logits over the catalog, sharing the encoder's weights."""
+    """The encoder's inputs -> next-item logits over the catalog, sharing the encoder's weights."""
     logits = TiedItemLogits(encoder.get_layer(ITEM_EMBEDDING_LAYER), unit_items=uses_cosine_logits(encoder),
                             name="tied_item_logits")(encoder.output)
     return keras.Model(encoder.inputs, logits, name="user_encoder_training")
