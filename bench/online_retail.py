@@ -45,7 +45,7 @@ if str(REPO_ROOT) not in sys.path:
 from bench.etl import (BENCH_USER_ID_KEY, MIB, SAMPLE_EVERY_S, shuffle_partitions, tree_pids,  # noqa: E402
                        tree_rss_bytes)
 from jobs import schema  # noqa: E402
-from jobs.config import resolve_config  # noqa: E402
+from jobs.config import deep_merge, resolve_config, set_dotted  # noqa: E402
 from jobs.lake import partition_path  # noqa: E402
 
 SOURCE_FORMAT = "online_retail"
@@ -96,8 +96,10 @@ def window_days_covering(dates: list[str]) -> int:
     return (last - first).days + 1
 
 
-def bench_config(work_dir: Path, window_days: int, valid_days: int, test_days: int, raw_lines: int) -> dict:
-    """The resolved config of the run: the defaults, this work dir, the window, split and denoise."""
+def bench_config(work_dir: Path, window_days: int, valid_days: int, test_days: int, raw_lines: int,
+                 settings: dict | None = None) -> dict:
+    """The resolved config of the run: the defaults, this work dir, the window, split and denoise,
+    then `settings` (from --set) on top."""
     overrides = {
         "home": str(work_dir),
         "window_days": window_days,
@@ -112,7 +114,22 @@ def bench_config(work_dir: Path, window_days: int, valid_days: int, test_days: i
         "mlflow": {"experiment": "fusionrec-online-retail"},
     }
     # environ={}: the benchmark's settings, not whatever FUSIONREC_* the shell (or make) exports.
-    return resolve_config(overrides, environ={})
+    return resolve_config(deep_merge(overrides, settings or {}), environ={})
+
+
+def parse_setting(assignment: str) -> dict:
+    """'user_encoder.time_gaps=false' -> {"user_encoder": {"time_gaps": False}}; the value is read
+    as JSON (numbers, true/false, null), else kept as a string."""
+    key, separator, text = assignment.partition("=")
+    if not separator or not key.strip():
+        raise argparse.ArgumentTypeError(f"--set {assignment!r}: expected KEY=VALUE, e.g. user_encoder.time_gaps=false")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    setting = {}
+    set_dotted(setting, key.strip(), value)
+    return setting
 
 
 def land(work_dir: Path, path: Path) -> dict[str, int]:
@@ -124,14 +141,15 @@ def land(work_dir: Path, path: Path) -> dict[str, int]:
     return land_source(config, SOURCE_FORMAT, path)
 
 
-def plan(landed: dict[str, int], work_dir: Path, valid_days: int, test_days: int):
+def plan(landed: dict[str, int], work_dir: Path, valid_days: int, test_days: int, settings: dict | None = None):
     """(config, the split normalize will make if denoise leaves every date some events).
 
     Checked before any Spark work, so a split that does not fit fails in seconds.
     """
     from jobs.normalize import plan_splits
 
-    config = bench_config(work_dir, window_days_covering(list(landed)), valid_days, test_days, sum(landed.values()))
+    config = bench_config(work_dir, window_days_covering(list(landed)), valid_days, test_days, sum(landed.values()),
+                          settings)
     splits = plan_splits(max(landed), config["window_days"], list(landed), valid_days, test_days)
     return config, splits
 
@@ -271,7 +289,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--resume-from", choices=SPARK_PHASE[1:] + MODEL_PHASE,
                         help="keep the work dir's lake and run from this stage on (the earlier stages' outputs "
                              "must be there from a previous run with the same split)")
+    parser.add_argument("--set", dest="assignments", action="append", default=[], type=parse_setting,
+                        metavar="KEY=VALUE", help="a config setting on top of the benchmark's, e.g. "
+                        "user_encoder.time_gaps=false (repeatable; the value is read as JSON)")
     args = parser.parse_args(argv)
+    args.settings = {}
+    for setting in args.assignments:
+        args.settings = deep_merge(args.settings, setting)
     for name in ("valid_days", "test_days"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -287,7 +311,7 @@ def main(argv=None) -> dict:
         try:
             landed = landed_lines(args.work_dir) if args.resume_from else land(args.work_dir, path)
             land_s = round(time.perf_counter() - started, 1)
-            config, splits = plan(landed, args.work_dir, args.valid_days, args.test_days)
+            config, splits = plan(landed, args.work_dir, args.valid_days, args.test_days, args.settings)
             ds = max(landed)
             (args.work_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
             print(f"night {ds}: window {config['window_days']} days; valid {splits.valid[0]}..{splits.valid[-1]}, "
@@ -298,7 +322,8 @@ def main(argv=None) -> dict:
     wall_s = time.perf_counter() - started
     seconds = {"land" if not args.resume_from else "count_landed": land_s,
                **{stage: result["seconds"] for stage, result in results.items()}}
-    summary = summarize(config, ds, landed, results, seconds, wall_s, memory.peak_bytes / MIB, path)
+    summary = {**summarize(config, ds, landed, results, seconds, wall_s, memory.peak_bytes / MIB, path),
+               "settings": args.settings}  # what --set changed: the results say what they measured
     print("\n" + "=" * 72 + "\n" + report_text(config, ds, summary))
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(summary, indent=2) + "\n")

@@ -87,6 +87,20 @@ def test_the_config_covers_the_window_with_the_split_and_purchase_denoise(tmp_pa
     assert config["privacy"]["create_key_file"] is False
 
 
+def test_set_assignments_are_read_as_json_and_land_on_top_of_the_bench_config(tmp_path):
+    args = bench.parse_args(["--set", "user_encoder.time_gaps=false", "--set", "user_encoder.epochs=3",
+                             "--set", "mlflow.experiment=retail-ablation"])
+    assert args.settings == {"user_encoder": {"time_gaps": False, "epochs": 3},
+                             "mlflow": {"experiment": "retail-ablation"}}  # not JSON: kept as the string
+    config = bench.bench_config(tmp_path, window_days=10, valid_days=1, test_days=1, raw_lines=10,
+                                settings=args.settings)
+    assert config["user_encoder"]["time_gaps"] is False and config["user_encoder"]["epochs"] == 3
+    assert config["user_encoder"]["embedding_dim"] == 64  # the section's other keys stay
+    assert config["mlflow"]["experiment"] == "retail-ablation"
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--set", "no_equals_sign"])
+
+
 def test_landing_and_the_multi_day_split_of_hand_made_rows(retail_folder, tmp_path):
     work_dir = tmp_path / "work"
     stale = Path(partition_path({"lake_root": str(work_dir / "lake")}, LANDING_EVENTS, "2011-11-30"))
