@@ -64,8 +64,9 @@ PRECISION, MRR = f"P@{K}", f"MRR@{K}"
 EVAL_BATCH = 1024
 # Sessions only know clicks: every history event is a view.
 VIEW_TYPE = EVENT_TYPE_INDEX[VIEW]
-# The user encoders (gru, sasrec) early-stop on the prefixes of the chronologically last share of training sessions.
-GRU_VALID_SHARE = 0.1
+# The user encoders (gru, sasrec) early-stop on the prefixes of the chronologically last share of
+# training sessions (--valid-share), and the fusions are fitted on them.
+VALID_SHARE = 0.1
 
 # P@20 / MRR@20 (%) as published for diginetica-srgnn: SR-GNN (Wu et al., AAAI 2019), Table 2,
 # copied from $RECSYS_SHARED_DATA/README.md. ALS has no published row (BPR-MF: 5.24 / 1.98).
@@ -198,16 +199,16 @@ def encoder_settings(model: str, options: argparse.Namespace) -> dict:
             "dropout": options.sasrec_dropout}
 
 
-def n_fit_sessions(data: SessionData) -> int:
+def n_fit_sessions(data: SessionData, valid_share: float) -> int:
     """Training sessions before the validation share (the file lists them in time order)."""
-    return int(round(len(data.train_sessions) * (1.0 - GRU_VALID_SHARE)))
+    return int(round(len(data.train_sessions) * (1.0 - valid_share)))
 
 
 def _fit_user_encoder(data: SessionData, options: argparse.Namespace, model: str):
     """The nightly user encoder (tied embeddings) on the session prefixes; saved for the fusions.
 
     Its inputs are the last --gru-max-len events (the nightly max_seq_len); it early-stops on
-    the prefixes of the last GRU_VALID_SHARE of training sessions, which the file lists in
+    the prefixes of the last --valid-share of training sessions, which the file lists in
     time order, and trains on the rest. The fitted encoder is saved under the cache folder,
     where fusion_rrf and fusion_stacking load it.
     """
@@ -217,7 +218,7 @@ def _fit_user_encoder(data: SessionData, options: argparse.Namespace, model: str
     from jobs.train_user_encoder import train_user_encoder
 
     max_len = options.gru_max_len
-    n_fit = n_fit_sessions(data)
+    n_fit = n_fit_sessions(data, options.valid_share)
     train = prefix_examples(data.train_sessions[:n_fit], max_len)
     valid = prefix_examples(data.train_sessions[n_fit:], max_len)
     settings = encoder_settings(model, options)
@@ -262,7 +263,7 @@ def _fit_fusion(model: str, data: SessionData, options: argparse.Namespace):
     """fusion_rrf (decision level) or fusion_stacking (model level) over FUSION_MEMBERS, fitted on valid prefixes.
 
     As in the nightly pipeline, the fuser learns from predictions its members made on data
-    they never trained on: the prefixes of the last GRU_VALID_SHARE of training sessions.
+    they never trained on: the prefixes of the last --valid-share of training sessions.
     The encoders were trained without those sessions (and early-stopped on them); the
     baselines are refitted on the same earlier sessions for the fusion's fit, then on all
     training sessions for the test, as every benchmark row is. The feature level needs a
@@ -271,7 +272,7 @@ def _fit_fusion(model: str, data: SessionData, options: argparse.Namespace):
     from jobs.fusion.decision_level import RankFusion
     from jobs.fusion.model_level import StackingRanker
 
-    n_fit = n_fit_sessions(data)
+    n_fit = n_fit_sessions(data, options.valid_share)
     valid_sessions = data.train_sessions[n_fit:]
     valid = prefix_examples(valid_sessions, max(len(session) for session in valid_sessions))
     encoders = [_load_cached_encoder(model_name, options) for model_name in ENCODERS]
@@ -378,7 +379,7 @@ def _forwarded_options(options: argparse.Namespace) -> list[str]:
                  "gru_epochs", "gru_max_len", "sasrec_epochs", "sasrec_blocks", "sasrec_heads", "sasrec_dropout",
                  "encoder_dim", "encoder_logit_scale", "encoder_lr_decay", "encoder_max_minutes",
                  "fusion_candidates", "fusion_rrf_k",
-                 "fusion_grid_steps", "cache_dir", "seed"):
+                 "fusion_grid_steps", "valid_share", "cache_dir", "seed"):
         if getattr(options, name) is not None:  # None is the option's default: nothing to forward
             forwarded += [f"--{name.replace('_', '-')}", str(getattr(options, name))]
     return forwarded
@@ -443,6 +444,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--fusion-candidates", type=int, default=50, help="top items each member contributes")
     parser.add_argument("--fusion-rrf-k", type=float, default=60.0)
     parser.add_argument("--fusion-grid-steps", type=int, default=5, help="RRF weights in multiples of 1/steps")
+    parser.add_argument("--valid-share", type=float, default=VALID_SHARE,
+                        help="the chronologically last share of training sessions that the encoders early-stop on "
+                             "and the fusions are fitted on (default: %(default)s)")
     parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR,
                         help="where the encoders are saved for the fusions (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=42)
@@ -453,6 +457,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = [name for name in options.model_list if name not in MODELS]
     if unknown or not options.model_list:
         parser.error(f"--models: unknown or empty {unknown or options.models!r}; choose from {', '.join(MODELS)}")
+    if not 0.0 < options.valid_share < 1.0:
+        parser.error(f"--valid-share must be between 0 and 1, got {options.valid_share}")
     return options
 
 

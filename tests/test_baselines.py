@@ -289,7 +289,7 @@ def test_bench_fusions_reuse_the_saved_encoders_and_fit_on_the_valid_sessions(tm
     folder = write_session_folder(tmp_path / "walks", walk_sessions(40, 30, 5), ["3 4\t5", "10 11 12\t13"])
     arguments = ["--data", str(folder), "--results-dir", str(tmp_path / "results"),
                  "--cache-dir", str(tmp_path / "cache"), "--gru-epochs", "1", "--sasrec-epochs", "1",
-                 "--encoder-dim", "8", "--fusion-candidates", "5"]
+                 "--encoder-dim", "8", "--fusion-candidates", "5", "--valid-share", "0.2"]
     bench = load_bench()
     with pytest.raises(SystemExit, match="holds no saved gru: the fusions reuse the encoders, so run --models "
                                          "gru,sasrec on this --data first"):
@@ -297,7 +297,11 @@ def test_bench_fusions_reuse_the_saved_encoders_and_fit_on_the_valid_sessions(tm
 
     # In this process, not one per model as main() does: four TensorFlow start-ups cost minutes.
     options = bench.parse_args(arguments)
-    assert bench.parse_args(bench._forwarded_options(options)).cache_dir == options.cache_dir  # reaches the workers
+    forwarded = bench.parse_args(bench._forwarded_options(options))  # what the workers get
+    assert (forwarded.cache_dir, forwarded.valid_share) == (options.cache_dir, 0.2)
+    assert bench.n_fit_sessions(bench.load_data(folder), options.valid_share) == 32  # 40 walks, the last 8 valid
+    with pytest.raises(SystemExit):
+        bench.parse_args([*arguments, "--valid-share", "1"])
     results = {model: bench.run_model(model, folder, options)
                for model in ("gru", "sasrec", "fusion_rrf", "fusion_stacking")}
     assert (tmp_path / "cache" / "walks" / "sasrec" / "model.keras").is_file()
