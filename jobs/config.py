@@ -121,7 +121,8 @@ DEFAULTS: dict = {
         "epochs": 8,
         "batch_size": 256,
         "learning_rate": 0.003,
-        "learning_rate_decay": 1.0,  # the rate is multiplied by it before each epoch after the first
+        # The rate is multiplied by it before each epoch after the first (1.0: constant).
+        "learning_rate_decay": 0.5,
         "patience": 2,
         # "full_softmax" scores every catalog item per example; "sampled_softmax" scores the
         # batch's other targets (in-batch negatives) plus `num_sampled_negatives` items drawn by
@@ -129,8 +130,9 @@ DEFAULTS: dict = {
         "loss": "full_softmax",
         "num_sampled_negatives": 512,
         # > 0: logits are logit_scale * cos(user, item) instead of the dot product (NISER);
-        # 0: the plain dot product.
-        "logit_scale": 0.0,
+        # 0: the plain dot product. 16 with the 0.5 decay above: demo ndcg@20 0.5935 against
+        # 0.5832 for the dot product and a constant rate (README), DIGINETICA +4.7 P@20.
+        "logit_scale": 16.0,
         # Each event also carries the bucketed time since the user's previous event
         # (schema.GAP_BUCKET_EDGES_SECONDS); false: items and event types only.
         "time_gaps": True,
