@@ -54,9 +54,10 @@ def raw_timestamps(examples) -> list | None:
     Examples keep each event's gap bucket, not its time. Setting every gap to its bucket's
     lower edge (bucket 1: 0 s; bucket b >= 2: schema.GAP_BUCKET_EDGES_SECONDS[b - 2]) lets the
     served model's features.gap_buckets give each event its bucket back, so the gate scores
-    models with the gaps they get in serving. Two cases differ, as in batch_recommend's
-    requests: the oldest event of a request has no previous one there (bucket 0), and an
-    event right after a dropped out-of-catalog event gets the bucket of the two gaps summed.
+    models with the gaps they get in serving. Two cases differ: the oldest event of a row has
+    no previous one here (bucket 0; batch_recommend's requests send one event more for it),
+    and an event right after a dropped out-of-catalog event gets the bucket of the two gaps
+    summed.
     """
     gaps = getattr(examples, "gaps", None)
     if gaps is None:
