@@ -37,13 +37,13 @@ $(VENV)/.installed: requirements.txt constraints.txt
 	touch $@
 
 demo: venv
-	$(PY) -m jobs.demo --date $(DATE) --scale $(SCALE) --days $(DAYS) $(if $(INPUT),--input $(INPUT))
+	$(PY) -m devtools.demo --date $(DATE) --scale $(SCALE) --days $(DAYS) $(if $(INPUT),--input $(INPUT))
 
 test: venv
 	$(PY) -m pytest
 
 ui: venv
-	$(PY) -m jobs.ui
+	$(PY) -m devtools.ui
 
 # Published session-recommendation protocol on real data (bench/README.md); MODELS=pop,spop,item_knn,als,gru,sasrec
 DATA ?= $(RECSYS_SHARED_DATA)/diginetica-srgnn

@@ -4,10 +4,10 @@
 
 For each size N (raw event lines, all days together) it
 
-1. generates N lines once with the project's generator (jobs/generate.py: realistic dirt,
+1. generates N lines once with the project's generator (devtools/generate.py: realistic dirt,
    duplicates, double clicks, bots), spread over --days days (normalize needs 3+: train,
    valid, test), into <work-dir>/data/events=N/landing; a later run reuses it;
-2. runs the real jobs (jobs.clean.main, jobs.denoise.main on every day, jobs.normalize.main
+2. runs the real jobs (jobs.etl.clean.main, jobs.etl.denoise.main on every day, jobs.etl.normalize_features.main
    on the last) in a fresh Python process with spark.master local[2];
 3. runs the same chain in single-process pandas (bench/etl_pandas.py) on the same files,
    with a memory cap (--pandas-memory-limit-gib) and a time cap (--time-limit-s);
@@ -50,9 +50,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))  # `python bench/etl.py` puts only bench/ on the path
 
-from jobs import generate  # noqa: E402
-from jobs.config import resolve_config  # noqa: E402
-from jobs.lake import days_back  # noqa: E402
+from devtools import generate  # noqa: E402
+from jobs.common.config import resolve_config  # noqa: E402
+from jobs.common.lake import days_back  # noqa: E402
 
 RESULTS_FILE = REPO_ROOT / "bench" / "results" / "etl.json"
 DEFAULT_WORK_DIR = REPO_ROOT / ".fusionrec" / "bench-etl"
@@ -148,7 +148,7 @@ def _world(scale: generate.Scale, seed: int, days: int) -> generate.World:
 
 
 def generate_day(scale: generate.Scale, seed: int, days: int, offset: int, date: str, lake_root: str) -> dict:
-    """Land one generated date (jobs.generate.write_day); its _SUMMARY.json content."""
+    """Land one generated date (devtools.generate.write_day); its _SUMMARY.json content."""
     return generate.write_day(_world(scale, seed, days), scale, "bench", seed, generate.resolve_dirt_rates(None),
                               date, offset, lake_root, lambda _: None)
 
@@ -344,8 +344,11 @@ def run_engine(engine: str, events: int, manifest: dict, args, log) -> dict:
 
 def spark_worker(config_path: str, dates: list[str], summary_path: str) -> int:
     """The Spark chain in this process: the nightly jobs, as the DAG's tasks call them."""
-    from jobs import clean, denoise, normalize
-    from jobs.spark import get_spark
+    from jobs.etl import clean
+    from jobs.etl import denoise
+    from jobs.etl import normalize_features as normalize
+    from jobs.common.night import Night
+    from jobs.common.spark_session import get_spark
 
     config = json.loads(Path(config_path).read_text())
     seconds = {}
@@ -353,8 +356,9 @@ def spark_worker(config_path: str, dates: list[str], summary_path: str) -> int:
     spark = get_spark(config)
     seconds["startup"] = round(time.perf_counter() - started, 2)
     results = {}
-    for stage, run in (("clean", lambda: clean.main(config, dates)), ("denoise", lambda: denoise.main(config, dates)),
-                       ("normalize", lambda: normalize.main(config, dates[-1]))):
+    night = Night.plan(config, dates[-1], dates)
+    for stage, run in (("clean", lambda: clean.run(night)["summary"]), ("denoise", lambda: denoise.run(night)["summary"]),
+                       ("normalize", lambda: normalize.run(night))):
         started = time.perf_counter()
         results[stage] = run()
         seconds[stage] = round(time.perf_counter() - started, 2)

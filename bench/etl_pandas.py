@@ -15,10 +15,10 @@ columns and compacted before the next one is read, and the sequential rules (dou
 the next-kept-event dwell) are vectorised with a Python loop only over the rare chains.
 
 What each stage must reproduce (the Spark job's docstring is the specification):
-  clean     jobs/clean.py: rules 1-10, then sessionization of events without a session id
-            (jobs/sessionize.py) and pseudonymization of user_id and query (jobs/privacy.py);
-  denoise   jobs/denoise.py: rules 1-8 on each user's day;
-  normalize jobs/normalize.py: vocabularies, price deciles and z, train-day popularity and
+  clean     jobs/etl/clean.py: rules 1-10, then sessionization of events without a session id
+            (jobs/etl/sessionize.py) and pseudonymization of user_id and query (jobs/etl/privacy.py);
+  denoise   jobs/etl/denoise.py: rules 1-8 on each user's day;
+  normalize jobs/etl/normalize_features.py: vocabularies, price deciles and z, train-day popularity and
             rolling item statistics, per-user sequences, the train/valid/test split.
 Layouts may differ (e.g. file names); counts per date and reason, users and sequence events
 are what tests/test_bench_etl.py compares with Spark's.
@@ -45,9 +45,9 @@ import pyarrow.parquet as pq
 if __package__ in (None, ""):  # run as a script: make the checkout importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs import privacy  # noqa: E402
-from jobs.lake import days_back, existing_partitions, partition_path, replace_partition  # noqa: E402
-from jobs.schema import (ADD_TO_CART, BRAND, BRAND_IDX, CATALOG_FIELDS, CATEGORY, CATEGORY_IDX,  # noqa: E402
+from jobs.etl import privacy  # noqa: E402
+from jobs.common.lake import days_back, existing_partitions, partition_path, replace_partition  # noqa: E402
+from jobs.common.schema import (ADD_TO_CART, BRAND, BRAND_IDX, CATALOG_FIELDS, CATEGORY, CATEGORY_IDX,  # noqa: E402
                          CLEAN_COLUMNS, CLEAN_EVENTS, CLICK, DENOISED_EVENTS, DT, EVENT_ID, EVENT_TIME,
                          EVENT_TYPE, EVENT_TYPE_IDX, EVENT_TYPE_INDEX, EVENT_TYPES, FEATURE_ITEMS,
                          FEATURE_META, FEATURE_SEQUENCES, IN_CATALOG, ITEM_EVENT_TYPES, ITEM_FEATURE_COLUMNS,
@@ -74,12 +74,12 @@ CLEAN_RULES = (REASON_MALFORMED, REASON_MISSING_KEY, REASON_BAD_TIMESTAMP, REASO
 DENOISE_RULES = (REASON_BOT, REASON_BOT_DISTINCT_ITEMS, REASON_BOT_REGULAR_TIMING, REASON_SESSION_LENGTH_OUTLIER,
                  REASON_ACCIDENTAL_CLICK, REASON_CONSECUTIVE_REPEAT, REASON_HEAVY_USER_CAP, REASON_MIN_SUPPORT)
 
-# jobs/clean.py's TIMESTAMP_FORMAT "yyyy-MM-dd'T'HH:mm:ss[.SSSSSS]XXX": an optional fraction of
+# jobs/etl/clean.py's TIMESTAMP_FORMAT "yyyy-MM-dd'T'HH:mm:ss[.SSSSSS]XXX": an optional fraction of
 # 1-6 digits and a mandatory offset. The pattern checks the shape, pandas the calendar.
 TIMESTAMP_SHAPE = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})"
 # Java's regex \s (what Spark's split of titles uses): ASCII white space only.
 TITLE_SEPARATOR = re.compile(r"[ \t\n\x0b\f\r]+")
-# jobs/privacy.py's Java patterns in Python's re: [^\W_] is a letter or digit (\p{L}\p{N}).
+# jobs/etl/privacy.py's Java patterns in Python's re: [^\W_] is a letter or digit (\p{L}\p{N}).
 _ALNUM = r"[^\W_]"
 QUERY_EMAIL = re.compile(rf"(?:{_ALNUM}|[._%+-])+@(?:{_ALNUM}|-)+(?:\.(?:{_ALNUM}|-)+)+")
 QUERY_SEPARATED_NUMBER = re.compile(rf"(?<!{_ALNUM})\d(?:[\s\-./()]{{0,2}}\d){{{privacy.MIN_NUMBER_DIGITS - 1},}}"
@@ -110,7 +110,7 @@ def partition_files(config: dict, dataset: str, ds: str, missing: str) -> list[P
 
 
 def write_partition(frame: pd.DataFrame, folder: str) -> None:
-    """Replace one partition folder with the frame as one Parquet file (atomically, like jobs.lake)."""
+    """Replace one partition folder with the frame as one Parquet file (atomically, like jobs.common.lake)."""
     with replace_partition(folder) as staging:
         frame.to_parquet(os.path.join(staging, PART_FILE), index=False)
 
@@ -262,7 +262,7 @@ def read_raw_events(config: dict, dates: list[str]) -> pd.DataFrame:
 
 
 def read_catalog(config: dict, ds: str) -> pd.DataFrame:
-    """Day ds's catalog (CATALOG_FIELDS, price a number or NaN), validated as jobs.spark_lake.read_catalog."""
+    """Day ds's catalog (CATALOG_FIELDS, price a number or NaN), validated as jobs.common.spark_io.read_catalog."""
     folder = partition_path(config, RAW_CATALOG, ds)
     files = partition_files(config, RAW_CATALOG, ds, f"no catalog for {ds}: {{folder}} does not exist")
     rows = []
@@ -395,7 +395,7 @@ def _micros(seconds: float) -> int:
 
 
 def sessionize(events: pd.DataFrame, micros: np.ndarray, inactivity_gap_s: float) -> pd.Series:
-    """session_id with the nulls filled as jobs/sessionize.py does: per (dt, user_id) over the
+    """session_id with the nulls filled as jobs/etl/sessionize.py does: per (dt, user_id) over the
     events without one, in (event_time, event_id) order, a new session after a gap > the
     inactivity gap, id "<user_id>-<unix micros of the session's first event>"."""
     session = events[SESSION_ID]
@@ -419,14 +419,14 @@ def sessionize(events: pd.DataFrame, micros: np.ndarray, inactivity_gap_s: float
 
 
 def pseudonymize_users(user_ids: pd.Series, key: bytes) -> pd.Series:
-    """HMAC-SHA256 hex of each user id (once per distinct id), as jobs.privacy.keyed_hash."""
+    """HMAC-SHA256 hex of each user id (once per distinct id), as jobs.etl.privacy.keyed_hash."""
     codes, uniques = pd.factorize(user_ids, use_na_sentinel=True)
     hashed = np.array([privacy.hash_user_id(value, key) for value in uniques.tolist()] + [None], dtype=object)
     return pd.Series(pd.array(hashed[codes], dtype=TEXT), index=user_ids.index)
 
 
 def masked_queries(queries: pd.Series, mode: str) -> pd.Series:
-    """jobs.privacy.masked_query in Python, once per distinct query text."""
+    """jobs.etl.privacy.masked_query in Python, once per distinct query text."""
     if privacy.check_query_mode(mode) == privacy.QUERY_DROP:
         return pd.Series(pd.array([None] * len(queries), dtype=TEXT), index=queries.index)
     codes, uniques = pd.factorize(queries, use_na_sentinel=True)
@@ -445,8 +445,8 @@ def mask_query(text: str) -> str | None:
 
 
 def clean(config: dict, dates: list[str]) -> dict:
-    """jobs.clean.main in pandas: {date: {"raw_lines", "clean", "quarantined", "reasons"}}."""
-    # Settings and key first, as jobs.clean.main: a missing key stops before any work.
+    """jobs.etl.clean.main in pandas: {date: {"raw_lines", "clean", "quarantined", "reasons"}}."""
+    # Settings and key first, as jobs.etl.clean.main: a missing key stops before any work.
     key = privacy.resolve_user_id_key(config)
     query_mode = privacy.check_query_mode(config["privacy"]["query_text"])
     raw = read_raw_events(config, dates)
@@ -465,7 +465,7 @@ def clean(config: dict, dates: list[str]) -> dict:
     del raw
     kept_micros = micros[kept_rows]
     kept[EVENT_TIME] = pd.to_datetime(kept_micros, unit="us", utc=True)
-    # Pseudonymize, then sessionize (jobs.clean.finish_clean_events): a generated session id
+    # Pseudonymize, then sessionize (jobs.etl.clean.finish_clean_events): a generated session id
     # embeds the user id, so it must be the hashed one.
     kept[USER_ID] = pseudonymize_users(kept[USER_ID], key)
     kept[QUERY] = masked_queries(kept[QUERY], query_mode)
@@ -553,7 +553,7 @@ def label_noise(events: pd.DataFrame, *, bot_max_events_per_minute=None, bot_max
 
 
 def regular_timing(gap_s: np.ndarray, user_day: np.ndarray, min_events: int, max_cv: float) -> np.ndarray:
-    """jobs.denoise._has_regular_gaps: population CV of the gaps from count, sum and sum of squares."""
+    """jobs.etl.denoise._has_regular_gaps: population CV of the gaps from count, sum and sum of squares."""
     has_gap = ~np.isnan(gap_s)
     gaps = np.bincount(user_day, weights=has_gap)
     total = np.bincount(user_day, weights=np.where(has_gap, gap_s, 0.0))
@@ -588,7 +588,7 @@ def _running_count(flags: np.ndarray, group_start: np.ndarray) -> np.ndarray:
 
 
 def drop_unsupported(code, day, user, item, session, min_item_events, min_session_item_events, max_rounds) -> None:
-    """jobs.denoise.drop_unsupported on the codes in place: k-core rounds over the kept rows."""
+    """jobs.etl.denoise.drop_unsupported on the codes in place: k-core rounds over the kept rows."""
     if max_rounds < 1:
         raise ValueError(f"denoise.min_support_max_rounds must be at least 1, got {max_rounds}")
     rule = DENOISE_RULES.index(REASON_MIN_SUPPORT) + 1
@@ -619,8 +619,8 @@ def removed_record(rows: pd.DataFrame) -> list[str]:
 
 
 def denoise(config: dict, dates: list[str]) -> dict:
-    """jobs.denoise.main in pandas: {date: {"clean", "denoised", "quarantined", "removed": {rule: {"rows"}}}}."""
-    from jobs.denoise import rules_from_config
+    """jobs.etl.denoise.main in pandas: {date: {"clean", "denoised", "quarantined", "removed": {rule: {"rows"}}}}."""
+    from jobs.etl.denoise import rules_from_config
 
     events = read_event_partitions(config, CLEAN_EVENTS, dates)
     events = events.sort_values([DT, USER_ID, EVENT_TIME, EVENT_ID], kind="stable", ignore_index=True)
@@ -651,8 +651,8 @@ def denoise(config: dict, dates: list[str]) -> dict:
 # Normalize
 # ===========================================================================================
 def plan_splits(config: dict, ds: str):
-    from jobs.normalize import plan_splits as spark_plan  # pure Python: the same rule, not a copy
-    from jobs.normalize import split_days
+    from jobs.etl.normalize_features import plan_splits as spark_plan  # pure Python: the same rule, not a copy
+    from jobs.etl.normalize_features import split_days
 
     return spark_plan(ds, config["window_days"], existing_partitions(config, DENOISED_EVENTS), **split_days(config))
 
@@ -681,8 +681,8 @@ def title_words(snapshots: pd.DataFrame) -> pd.DataFrame:
 
 
 def update_vocabulary(config: dict, name: str, ds: str, observed) -> dict:
-    """jobs.vocabulary.update_vocabulary: yesterday's values keep their ids, new ones are appended sorted."""
-    from jobs.vocabulary import extend_vocabulary, vocabulary_dataset
+    """jobs.etl.vocabulary.update_vocabulary: yesterday's values keep their ids, new ones are appended sorted."""
+    from jobs.etl.vocabulary import extend_vocabulary, vocabulary_dataset
 
     dataset = vocabulary_dataset(name)
     earlier = [day for day in existing_partitions(config, dataset) if day < ds]
@@ -698,7 +698,7 @@ def update_vocabulary(config: dict, name: str, ds: str, observed) -> dict:
 
 def item_statistics(item_ids: list[str], train_events: pd.DataFrame, train_dates: list[str],
                     prior_views: float) -> pd.DataFrame:
-    """jobs.normalize.item_statistics: popularity and the rolling views / smoothed rates of every
+    """jobs.etl.normalize_features.item_statistics: popularity and the rolling views / smoothed rates of every
     item of item_ids (an item without train events gets the window's catalog-wide rate)."""
     item_events = train_events[_flag(train_events[EVENT_TYPE].isin(ITEM_EVENT_TYPES))]
     dates = item_events[DT].astype(str)
@@ -728,7 +728,7 @@ def item_statistics(item_ids: list[str], train_events: pd.DataFrame, train_dates
 
 def item_features(snapshots: pd.DataFrame, vocabularies: dict, prices: dict, statistics: pd.DataFrame,
                   words: pd.DataFrame) -> pd.DataFrame:
-    """One row per item of the item vocabulary with ITEM_FEATURE_COLUMNS (jobs.normalize.item_features)."""
+    """One row per item of the item vocabulary with ITEM_FEATURE_COLUMNS (jobs.etl.normalize_features.item_features)."""
     items = pd.DataFrame({ITEM_ID: list(vocabularies["item"]), ITEM_IDX: np.arange(1, len(vocabularies["item"]) + 1,
                                                                                   dtype=np.int32)})
     items = items.merge(snapshots, on=ITEM_ID, how="left").merge(statistics, on=ITEM_ID, how="left")
@@ -773,7 +773,7 @@ def build_sequences(indexed: pd.DataFrame) -> pa.Table:
 
 
 def normalize(config: dict, ds: str) -> dict:
-    """jobs.normalize.main in pandas; returns the meta dict it writes."""
+    """jobs.etl.normalize_features.main in pandas; returns the meta dict it writes."""
     splits = plan_splits(config, ds)
     events = read_event_partitions(config, DENOISED_EVENTS, splits.all)
     landed = set(existing_partitions(config, RAW_CATALOG))
@@ -849,7 +849,7 @@ def run_chain(config: dict, dates: list[str]) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="a resolved config as JSON (jobs.config.resolve_config)")
+    parser.add_argument("--config", required=True, help="a resolved config as JSON (jobs.common.config.resolve_config)")
     parser.add_argument("--dates", nargs="+", required=True, help="dates to clean and denoise; the last is normalized")
     parser.add_argument("--summary", help="write the per-stage seconds and counts here as JSON")
     args = parser.parse_args(argv)

@@ -7,7 +7,7 @@ The folder holds `train_sessions.txt` (one session per line, item ids 1..n space
 prefix and the item that followed). This is the SR-GNN protocol (Wu et al., AAAI 2019):
 every model trains on the training sessions (each prefix predicts its next item), ranks
 ALL catalog items for every test prefix, and is judged by P@20 (= recall@20, one target)
-and MRR@20 (0 below rank 20), in %. Ranking and metrics are jobs/evaluation.py's: full
+and MRR@20 (0 below rank 20), in %. Ranking and metrics are jobs/evaluation/metrics.py's: full
 catalog, ties ranked conservatively (the target below every item with the same score).
 
 Each model runs in a fresh Python process that loads the data, fits, and evaluates, so
@@ -37,9 +37,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))  # `python bench/models.py` puts only bench/ on the path
 
-from jobs.evaluation import evaluate_scorer  # noqa: E402
-from jobs.features import Examples  # noqa: E402
-from jobs.schema import EVENT_TYPE_INDEX, VIEW  # noqa: E402
+from jobs.evaluation.metrics import evaluate_scorer  # noqa: E402
+from jobs.common.features import Examples  # noqa: E402
+from jobs.common.schema import EVENT_TYPE_INDEX, VIEW  # noqa: E402
 
 TRAIN_FILE = "train_sessions.txt"
 TEST_FILE = "test_examples.tsv"
@@ -153,7 +153,7 @@ def load_data(folder: Path) -> SessionData:
 
 def fit_model(model: str, data: SessionData, options: argparse.Namespace):
     """A fitted scorer, and the test examples it should be scored on."""
-    from jobs import baselines
+    from jobs.train import baselines
 
     if model == "pop":
         return baselines.PopularityScorer(baselines.item_counts(data.train_sessions, data.n_items)), data.test
@@ -173,9 +173,9 @@ def fit_model(model: str, data: SessionData, options: argparse.Namespace):
 
 
 def _fit_als(data: SessionData, options: argparse.Namespace):
-    from jobs.baselines import ALSScorer
-    from jobs.config import resolve_config
-    from jobs.spark import get_spark
+    from jobs.train.baselines import ALSScorer
+    from jobs.common.config import resolve_config
+    from jobs.common.spark_session import get_spark
 
     spark = get_spark(resolve_config({"spark": {"master": options.spark_master}}))
     try:
@@ -187,7 +187,7 @@ def _fit_als(data: SessionData, options: argparse.Namespace):
 
 def encoder_settings(model: str, options: argparse.Namespace) -> dict:
     """The configured user_encoder section with this benchmark's choices for `model` (gru or sasrec)."""
-    from jobs.config import resolve_config
+    from jobs.common.config import resolve_config
 
     common = {"architecture": model, "embedding_dim": options.encoder_dim, "hidden_dim": options.encoder_dim,
               "logit_scale": options.encoder_logit_scale, "max_train_minutes": options.encoder_max_minutes,
@@ -214,10 +214,10 @@ def _fit_user_encoder(data: SessionData, options: argparse.Namespace, model: str
     time order, and trains on the rest. The fitted encoder is saved under the cache folder,
     where fusion_rrf and fusion_stacking load it.
     """
-    from jobs.encoder_scorers import user_encoder_scorer
-    from jobs.models.training import write_model_dir
-    from jobs.schema import N_EVENT_TYPES
-    from jobs.train_user_encoder import train_user_encoder
+    from jobs.train.encoder_scorers import user_encoder_scorer
+    from jobs.train.models.training import write_model_dir
+    from jobs.common.schema import N_EVENT_TYPES
+    from jobs.train.train_user_encoder import train_user_encoder
 
     max_len = options.gru_max_len
     n_fit = n_fit_sessions(data, options.valid_share)
@@ -309,7 +309,7 @@ def check_fusion_inputs(options: argparse.Namespace) -> None:
 
 
 def _fusion_baselines(sessions: list, n_items: int, options: argparse.Namespace) -> list:
-    from jobs import baselines
+    from jobs.train import baselines
 
     knn = baselines.ItemKNNScorer.fit(sessions, n_items, neighbours=options.knn_neighbours,
                                       regularization=options.knn_regularization,
@@ -319,13 +319,13 @@ def _fusion_baselines(sessions: list, n_items: int, options: argparse.Namespace)
 
 
 def _counts(sessions: list, n_items: int) -> np.ndarray:
-    from jobs.baselines import item_counts
+    from jobs.train.baselines import item_counts
 
     return item_counts(sessions, n_items)
 
 
 def _load_cached_encoder(model: str, options: argparse.Namespace) -> TruncatingScorer:
-    from jobs.encoder_scorers import load_user_encoder_scorer
+    from jobs.train.encoder_scorers import load_user_encoder_scorer
 
     saved = encoder_cache_dir(options, model)
     if not (saved / "config.json").is_file():

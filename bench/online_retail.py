@@ -2,10 +2,10 @@
 
     python bench/online_retail.py [--data DIR_OR_FILE] [--work-dir DIR] [--valid-days 14] [--test-days 14]
 
-1. lands the invoice lines with the pipeline's own adapter (jobs.sources, format
+1. lands the invoice lines with the pipeline's own adapter (jobs.etl.sources, format
    "online_retail": one line = one purchase event, guests become "invoice-<no>" users,
    Description is the catalog title) into <work-dir>/lake/landing, every date of the file;
-2. runs the nightly DAG's stages in DAG order through jobs.stages.run_stage, in this one
+2. runs the nightly DAG's stages in DAG order through jobs.pipeline.run_stage, in this one
    process as `make demo` does (its dag.test runs every task in-process), for the file's
    last date, with window_days covering the whole file and config split = the last
    --test-days days for test and the --valid-days before them for validation: ingest,
@@ -23,7 +23,7 @@ the start of every run; the MLflow store (<work-dir>/mlflow) keeps every run's r
 resolved config is saved as <work-dir>/config.json, so one stage can be re-run by hand:
 
     FUSIONREC_CONFIG=<work-dir>/config.json FUSIONREC_USER_ID_KEY=fusionrec-bench-etl-key \
-        python -m jobs.stages normalize_features --ds 2011-12-09
+        python -m jobs.pipeline normalize_features --ds 2011-12-09
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ if str(REPO_ROOT) not in sys.path:
 
 from bench.etl import (BENCH_USER_ID_KEY, MIB, SAMPLE_EVERY_S, shuffle_partitions, tree_pids,  # noqa: E402
                        tree_rss_bytes)
-from jobs import schema  # noqa: E402
-from jobs.config import deep_merge, resolve_config, set_dotted  # noqa: E402
-from jobs.lake import partition_path  # noqa: E402
+from jobs.common import schema  # noqa: E402
+from jobs.common.config import deep_merge, resolve_config, set_dotted  # noqa: E402
+from jobs.common.lake import partition_path  # noqa: E402
 
 SOURCE_FORMAT = "online_retail"
 DATA_FILE = "retail_session.parquet.snappy"  # the folder's only file (RecoHut-Datasets/retail_session)
@@ -134,7 +134,7 @@ def parse_setting(assignment: str) -> dict:
 
 def land(work_dir: Path, path: Path) -> dict[str, int]:
     """Empty the lake, land every date of the file; {date: event lines}."""
-    from jobs.sources import land_source
+    from jobs.etl.sources import land_source
 
     config = resolve_config({"home": str(work_dir)}, environ={})
     shutil.rmtree(config["lake_root"], ignore_errors=True)
@@ -146,7 +146,7 @@ def plan(landed: dict[str, int], work_dir: Path, valid_days: int, test_days: int
 
     Checked before any Spark work, so a split that does not fit fails in seconds.
     """
-    from jobs.normalize import plan_splits
+    from jobs.etl.normalize_features import plan_splits
 
     config = bench_config(work_dir, window_days_covering(list(landed)), valid_days, test_days, sum(landed.values()),
                           settings)
@@ -178,15 +178,14 @@ class PeakMemory:
 
 def run_pipeline(config: dict, ds: str, first_stage: str = SPARK_PHASE[0]) -> dict:
     """Run the stages for ds in DAG order from first_stage on; {stage: its result (with "seconds")}."""
-    from jobs.stages import run_stage
+    from jobs.pipeline import run_stage
 
     os.environ[config["privacy"]["key_env"]] = BENCH_USER_ID_KEY
     results: dict = {}
     stages = SPARK_PHASE + MODEL_PHASE
     for stage in stages[stages.index(first_stage):]:
-        # Each stage gets every earlier result; clean, denoise and validate take their dates
-        # from ingest's, the first with "dates", as they do from the DAG's upstream task.
-        results[stage] = run_stage(stage, config, ds, dict(results))
+        # Clean, denoise and validate read the dates ingest recorded in the night's manifest.
+        results[stage] = run_stage(stage, config, ds)
         if stage == SPARK_PHASE[-1]:
             stop_spark()
     return results

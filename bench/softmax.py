@@ -3,7 +3,7 @@
     python bench/softmax.py --items 1500 50000 200000
 
 For each catalog size: random histories and targets drawn from a Zipf-like popularity, the
-nightly GRU encoder (jobs/train_user_encoder.py, 64-d, sequences of 20, batches of 256),
+nightly GRU encoder (jobs/train/train_user_encoder.py, 64-d, sequences of 20, batches of 256),
 compiled with XLA as the nightly job compiles it; the first epoch (which includes the
 compilation) is reported apart from the mean of the next ones. Prints full / sampled
 ratios and writes bench/results/softmax.json:
@@ -31,9 +31,9 @@ MAX_LEN, BATCH, DIM = 20, 256, 64
 def epoch_seconds(loss: str, n_items: int, items, types, targets, negatives: int, epochs: int) -> list[float]:
     import keras
 
-    from jobs.models.training import make_dataset
-    from jobs.schema import N_EVENT_TYPES
-    from jobs.train_user_encoder import build_encoder_from_settings, training_model
+    from jobs.train.models.training import make_dataset
+    from jobs.common.schema import N_EVENT_TYPES
+    from jobs.train.train_user_encoder import build_encoder_from_settings, training_model
 
     keras.utils.set_random_seed(0)
     encoder = build_encoder_from_settings({"embedding_dim": DIM, "hidden_dim": DIM}, n_items, N_EVENT_TYPES, MAX_LEN)

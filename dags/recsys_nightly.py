@@ -1,8 +1,11 @@
 """recsys_nightly: the nightly e-commerce recommendation pipeline (wiring only).
 
-Every task runs one stage of jobs/stages.py for the run's logical date; tasks hand each
-other paths and counts, never data. Params left at null keep the configured values
-(jobs/config.py); set them in the Trigger form to change one run.
+Every task runs one stage of jobs/pipeline.py (task id = stage = module name) for the run's
+logical date; stages share the night's manifest and the lake, never data through XCom.
+TensorFlow training tasks go to the queue TRAINING_QUEUE, so a deployment with GPU workers
+routes them there by configuration (a worker listening on that queue); LocalExecutor runs
+every queue. Params left at null keep the configured values
+(jobs/common/config.py); set them in the Trigger form to change one run.
 """
 
 import datetime as dt
@@ -10,7 +13,9 @@ import datetime as dt
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param
 
 from fusionrec_operators import FusionrecStageOperator
-from jobs.stages import STAGE_ORDER  # a light module: names only, no Spark/TF/MLflow
+from jobs.pipeline import STAGES  # a light module: names only, no Spark/TF/MLflow
+
+TRAINING_QUEUE = "gpu"
 
 with DAG(
     dag_id="recsys_nightly",
@@ -30,13 +35,14 @@ with DAG(
         "user_encoder_epochs": Param(None, type=["null", "integer"], minimum=1),
         "item_encoder_epochs": Param(None, type=["null", "integer"], minimum=1),
         "spark_master": Param(None, type=["null", "string"], description="e.g. spark://host:7077"),
-        "config_overrides": Param({}, type="object", description="Any nested config keys (jobs/config.py)"),
+        "config_overrides": Param({}, type="object", description="Any nested config keys (jobs/common/config.py)"),
     },
     doc_md=__doc__,
 ) as dag:
     previous = None
-    for stage in STAGE_ORDER:
-        task = FusionrecStageOperator(task_id=stage, stage=stage)
+    for stage in STAGES:
+        queue = {"queue": TRAINING_QUEUE} if stage.trains else {}
+        task = FusionrecStageOperator(task_id=stage.name, stage=stage.name, **queue)
         if previous is not None:
             previous >> task
         previous = task

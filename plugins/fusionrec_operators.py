@@ -1,8 +1,9 @@
-"""FusionrecStageOperator: runs one stage of jobs.stages for the run's logical date.
+"""FusionrecStageOperator: runs one stage of jobs.pipeline for the run's logical date.
 
 It resolves the config from the run's params (so a run triggered from the UI with other
-params trains with them), hands the stage its upstream tasks' small results (paths and
-counts from XCom, never data) and returns the stage's own result to XCom. Heavy libraries
+params trains with them) and runs the stage with the night's context (jobs/common/night.py:
+the dates ingest decided come from the night's manifest, not from upstream XComs). The
+stage's small result (paths and counts) goes to XCom for people to read. Heavy libraries
 are imported only inside execute(), so parsing a DAG that uses this operator stays cheap.
 """
 
@@ -35,10 +36,8 @@ class FusionrecStageOperator(BaseOperator):
         self.stage = stage
 
     def execute(self, context):
-        from jobs.config import overrides_from_params, resolve_config
-        from jobs.stages import run_stage
+        from jobs.common.config import overrides_from_params, resolve_config
+        from jobs.pipeline import run_stage
 
         config = resolve_config(overrides_from_params(dict(context["params"])))
-        ti = context["ti"]
-        upstream = {task_id: ti.xcom_pull(task_ids=task_id) for task_id in sorted(self.upstream_task_ids)}
-        return run_stage(self.stage, config, context["ds"], upstream)
+        return run_stage(self.stage, config, context["ds"])

@@ -28,8 +28,8 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def spark():
     """One local[2] SparkSession for the whole test session (start-up costs ~7 s)."""
-    from jobs.config import resolve_config
-    from jobs.spark import get_spark
+    from jobs.common.config import resolve_config
+    from jobs.common.spark_session import get_spark
 
     config = resolve_config({"spark": {"master": "local[2]", "conf": {"spark.sql.shuffle.partitions": "2"}}})
     session = get_spark(config)
@@ -40,7 +40,7 @@ def spark():
 @pytest.fixture()
 def tmp_config(tmp_path):
     """A resolved config whose lake and MLflow store live in a fresh temporary folder."""
-    from jobs.config import resolve_config
+    from jobs.common.config import resolve_config
 
     return resolve_config({"home": str(tmp_path), "scale": "tiny",
                            "spark": {"master": "local[2]", "conf": {"spark.sql.shuffle.partitions": "2"}}})

@@ -22,9 +22,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from jobs.evaluation import Scorer, top_k
+from jobs.evaluation.metrics import Scorer, top_k
 
-# The fusion members: the two encoders and the four baselines (jobs/baselines.py).
+# The fusion members: the two encoders and the four baselines (jobs/train/baselines.py).
 BASE_MODELS = ("popularity", "session_popularity", "item_knn", "als", "user_encoder", "item_encoder")
 FEATURE_FUSION_SOURCES = ("user_encoder", "item_encoder")
 FUSER_FILE = "fuser.json"
@@ -89,7 +89,7 @@ def candidates_from_scores(score_matrices: Sequence[np.ndarray], per_model: int)
 def candidate_target_ranks(candidates: Candidates, slot_scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Full-catalog target ranks of a fuser that scores the candidates and gives -inf elsewhere.
 
-    The same conservative rule as jobs.evaluation.target_ranks, without building the dense
+    The same conservative rule as jobs.evaluation.metrics.target_ranks, without building the dense
     [n, n_items + 1] matrix: a candidate target is beaten or tied by the filled slots scoring
     at least as much; a target outside the candidates ties every other -inf item and so
     ranks last (n_items).

@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from jobs.evaluation import PRIMARY_METRIC, Scorer, parse_metric, ranking_metrics
+from jobs.evaluation.metrics import PRIMARY_METRIC, Scorer, parse_metric, ranking_metrics
 from jobs.fusion import (Candidates, build_candidates, candidate_target_ranks, read_fuser, scatter_to_catalog,
                          select_scorers, write_fuser)
 

@@ -1,0 +1,255 @@
+"""Run a Spark stage through `spark-submit`, with the jobs package zipped and shipped.
+
+With config["spark"]["deploy"] == "spark_submit" (env FUSIONREC_SPARK_DEPLOY) the Spark
+stages do not start a driver inside the Airflow task: jobs/pipeline.py runs
+
+    spark-submit --master <spark.master> --name fusionrec-clean-2026-11-27
+        --conf k=v ...  (one per spark.conf item)  <spark.submit_args ...>
+        --py-files <home>/spark/py-files/fusionrec-jobs-<hash>.zip
+        <checkout>/jobs/pipeline.py clean --night-file <file> --result-file <file>
+
+and the child runs the stage's run(night) in process (the same code path as the laptop),
+with the parent's Night (its resolved config, date, window and dates) read from
+--night-file. The child writes the stage's result (or its error) to --result-file; the
+parent returns that result, or raises SparkSubmitError with the child's error and last
+lines of output.
+
+The driver runs where spark-submit runs (client deploy mode: standalone clusters cannot run
+a Python driver in cluster mode), so the config and result files live under the state
+folder, which every task of a deployment reaches.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from jobs.common.config import ENV_KEYS
+from jobs.common.night import Night
+
+JOBS_DIR = Path(__file__).resolve().parents[1]
+ZIP_PREFIX = "fusionrec-jobs-"
+# A fixed timestamp (the earliest a zip can hold) and mode: the same sources, the same bytes.
+ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
+ZIP_FILE_MODE = 0o100644 << 16
+# spark-submit's own logging is INFO until the stage sets WARN; these lines would bury the
+# child's error in the task log. A spark.conf item of the same key wins.
+SUBMIT_CONF_DEFAULTS = {"spark.log.level": "WARN"}
+OUTPUT_TAIL_LINES = 40
+# Stages that hash user ids (jobs/etl/privacy.py) and so need the key in the child.
+USER_ID_KEY_STAGES = ("clean",)
+# --conf values printed as *** in the task log (credentials such as s3a keys may be in spark.conf).
+SECRET_CONF_KEY = re.compile(r"secret|password|token|credential|access\.key", re.IGNORECASE)
+
+
+class SparkSubmitError(RuntimeError):
+    """A stage run through spark-submit failed; the message holds its error and last output."""
+
+
+# --- The shipped package -----------------------------------------------------------------
+
+def jobs_sources() -> list[tuple[str, Path]]:
+    """(name inside the zip, file) of every .py file of the jobs package, sorted by name."""
+    root = JOBS_DIR.parent
+    files = [path for path in JOBS_DIR.rglob("*.py") if "__pycache__" not in path.parts]
+    return sorted((path.relative_to(root).as_posix(), path) for path in files)
+
+
+def package_jobs(dest_dir) -> str:
+    """A zip of the jobs package's .py files in dest_dir, named by a hash of their content.
+
+    Deterministic (sorted entries, fixed timestamps and modes) and built only when no zip of
+    the same sources exists yet; written to a temporary name and renamed, so concurrent tasks
+    never see half a zip. Returns its path.
+    """
+    sources = [(name, path.read_bytes()) for name, path in jobs_sources()]
+    digest = hashlib.sha256()
+    for name, content in sources:
+        digest.update(name.encode() + b"\0" + str(len(content)).encode() + b"\0" + content)
+    dest = Path(dest_dir)
+    target = dest / f"{ZIP_PREFIX}{digest.hexdigest()[:16]}.zip"
+    if target.is_file():
+        return str(target)
+    dest.mkdir(parents=True, exist_ok=True)
+    handle, staging = tempfile.mkstemp(prefix=f".{target.name}.", dir=dest)
+    try:
+        with os.fdopen(handle, "wb") as raw, zipfile.ZipFile(raw, "w") as archive:
+            for name, content in sources:
+                entry = zipfile.ZipInfo(name, date_time=ZIP_DATE_TIME)
+                entry.compress_type = zipfile.ZIP_DEFLATED
+                entry.external_attr = ZIP_FILE_MODE
+                entry.create_system = 3  # Unix, whatever the building machine
+                archive.writestr(entry, content)
+        os.replace(staging, target)
+    finally:
+        if os.path.exists(staging):
+            os.remove(staging)
+    return str(target)
+
+
+def py_files_dir(config: dict) -> str:
+    return str(Path(config["home"]) / "spark" / "py-files")
+
+
+# --- The command -------------------------------------------------------------------------
+
+def spark_submit_executable() -> str:
+    """$SPARK_HOME/bin/spark-submit when SPARK_HOME is set, else the installed pyspark's."""
+    spark_home = os.environ.get("SPARK_HOME")
+    if spark_home:
+        executable = Path(spark_home) / "bin" / "spark-submit"
+        origin = f"SPARK_HOME={spark_home}"
+    else:
+        import pyspark
+
+        executable = Path(pyspark.__file__).resolve().parent / "bin" / "spark-submit"
+        origin = "the installed pyspark package"
+    if not executable.is_file():
+        raise FileNotFoundError(f"no spark-submit at {executable} (from {origin}); "
+                                f"set SPARK_HOME to a Spark installation")
+    return str(executable)
+
+
+def submit_args(config: dict) -> list[str]:
+    args = config["spark"].get("submit_args") or []
+    if not isinstance(args, list) or not all(isinstance(arg, str) for arg in args):
+        raise ValueError(f"config spark.submit_args must be a list of strings such as "
+                         f'["--deploy-mode", "client"], got {args!r}')
+    return args
+
+
+def spark_submit_command(config: dict, stage: str, ds: str, night_file, result_file) -> list[str]:
+    """The spark-submit command line that runs one stage of jobs/pipeline.py."""
+    spark_config = config["spark"]
+    command = [spark_submit_executable(), "--master", spark_config["master"],
+               "--name", f"{spark_config['app_name']}-{stage}-{ds}"]
+    for key, value in {**SUBMIT_CONF_DEFAULTS, **spark_config.get("conf", {})}.items():
+        command += ["--conf", f"{key}={value}"]
+    command += submit_args(config)
+    command += ["--py-files", package_jobs(py_files_dir(config)),
+                str(JOBS_DIR / "pipeline.py"), stage, "--night-file", str(night_file),
+                "--result-file", str(result_file)]
+    return command
+
+
+# --- Running it --------------------------------------------------------------------------
+
+def child_config(config: dict) -> dict:
+    """The parent's resolved config, with the child running the stage in its own process."""
+    resolved = copy.deepcopy(config)
+    resolved["spark"]["deploy"] = "in_process"
+    return resolved
+
+
+def child_environment(environ=None, secrets: dict | None = None) -> dict:
+    """The parent's environment, without any other source of config: the night file is the one.
+
+    The variables that map onto config keys (FUSIONREC_LAKE, FUSIONREC_SPARK_DEPLOY, ...) and
+    FUSIONREC_CONFIG are removed, so nothing in the child can differ from the parent's config
+    (a DAG run's params). secrets (name -> value) are added. Driver and executors run the
+    parent's Python unless already set.
+    """
+    env = {name: value for name, value in (os.environ if environ is None else environ).items()
+           if name not in ENV_KEYS and name != "FUSIONREC_CONFIG"}
+    env.update(secrets or {})
+    env.setdefault("PYSPARK_PYTHON", sys.executable)
+    env.setdefault("PYSPARK_DRIVER_PYTHON", env["PYSPARK_PYTHON"])
+    # No SPARK_LOCAL_IP default here (get_spark's 127.0.0.1 suits only a local master): on a
+    # cluster the driver must listen where executors reach it (spark.driver.host/bindAddress).
+    return env
+
+
+def child_secrets(config: dict, stage: str) -> dict:
+    """{privacy.key_env: the user-id key} for a stage that hashes ids, else {}.
+
+    Resolved here and handed over in the variable the child reads first, because this task
+    may reach the key where the child cannot: an Airflow connection kept in the metadata DB
+    is served to a task through its execution API, and a spark-submit child has no channel
+    to it. The key travels in the environment, never in the command line or the config file.
+    """
+    if stage not in USER_ID_KEY_STAGES:
+        return {}
+    from jobs.etl.privacy import resolve_user_id_key
+
+    return {config["privacy"]["key_env"]: resolve_user_id_key(config).decode("utf-8")}
+
+
+def run_submitted(night: Night, stage: str) -> dict:
+    """Run a stage through spark-submit and return the result dict the child wrote."""
+    config, ds = night.config, night.ds
+    work_root = Path(config["home"]) / "spark" / "submit"
+    work_root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"{stage}-{ds}-", dir=work_root))
+    try:
+        night_file, result_file = work / "night.json", work / "result.json"
+        night_file.write_text(dataclasses.replace(night, config=child_config(config)).to_json())
+        command = spark_submit_command(config, stage, ds, night_file, result_file)
+        print(f"spark-submit: {shlex.join(masked(command))}", flush=True)
+        env = child_environment(secrets=child_secrets(config, stage))
+        exit_code, tail = _run_streaming(command, env)
+        outcome = json.loads(result_file.read_text()) if result_file.is_file() else {}
+        if exit_code != 0 or "result" not in outcome:
+            error = outcome.get("error") or _last_error_line(tail) or "no error reported"
+            raise SparkSubmitError(
+                f"spark-submit of stage {stage} for {ds} failed (exit code {exit_code}): {error}\n"
+                f"last {len(tail)} lines of its output:\n" + "\n".join(f"  {line}" for line in tail))
+        return outcome["result"]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def masked(command: list[str]) -> list[str]:
+    """The command with the values of secret-looking --conf keys replaced by ***."""
+    shown = list(command)
+    for index in range(1, len(shown)):
+        key = shown[index].split("=", 1)[0]
+        if shown[index - 1] == "--conf" and "=" in shown[index] and SECRET_CONF_KEY.search(key):
+            shown[index] = f"{key}=***"
+    return shown
+
+
+def _run_streaming(command: list[str], env: dict) -> tuple[int, list[str]]:
+    """Run command, echoing its output as it comes (the task log), and keep the last lines.
+
+    The child leads its own process group (spark-submit's JVM, and the Python driver that
+    the JVM starts): if this task is stopped (a timeout, a kill from the UI) the whole group
+    is ended with it, instead of a driver running on unsupervised.
+    """
+    tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
+    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, errors="replace", start_new_session=True)
+    try:
+        for line in child.stdout:
+            sys.stdout.write(line)
+            tail.append(line.rstrip("\n"))
+        exit_code = child.wait()
+    except BaseException:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+        raise
+    finally:
+        child.stdout.close()
+        sys.stdout.flush()
+    return exit_code, list(tail)
+
+
+def _last_error_line(lines: list[str]) -> str | None:
+    """The last 'SomeError: message' line (a Python traceback's last line), if any."""
+    for line in reversed(lines):
+        name = line.split(":", 1)[0]
+        if ":" in line and name.isidentifier() and name.endswith(("Error", "Exception")):
+            return line
+    return None

@@ -1,0 +1,1 @@
+"""The evaluate stage and the ranking metrics every other layer measures with."""

@@ -1,0 +1,195 @@
+"""fuse: fit the three fusion levels on the valid day and save them side by side.
+
+Output: models/fusion/dt=<ds>/
+    fusion_feature/   fusion_stacking/   fusion_rrf/   (each fuser.json [+ arrays.npz])
+    valid_metrics.json   {model: {metric: value}} for the base models and the fusers
+
+The valid day's users are split in two (seeded, by user): the fusers are fitted on one
+part and every model is measured on the other. The fusers learn from the valid day, so
+measuring them on the examples they were fitted on would flatter the most flexible one;
+register_and_gate picks the variant to serve from valid_metrics.json, so these numbers
+must be out-of-sample.
+
+`load_all_scorers` rebuilds every model of a night from its directories; it takes paths,
+not config, because the registered serving bundle carries copies of those directories.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from jobs.train.baselines import PopularityScorer
+from jobs.evaluation.metrics import DEFAULT_KS, PRIMARY_METRIC, evaluate_scorer, mlflow_metric_key, parse_metric
+from jobs.fusion import BASE_MODELS, FEATURE_FUSION_SOURCES, select_scorers
+from jobs.fusion.decision_level import RRF_NAME, VOTE_NAME, RankFusion, equal_weight_vote
+from jobs.fusion.feature_level import FeatureFusion
+from jobs.fusion.model_level import StackingRanker
+from jobs.common.schema import MODEL_BASELINES, MODEL_FUSION, MODEL_ITEM_ENCODER, MODEL_USER_ENCODER, SPLIT_VALID
+from jobs.common.night import Night
+
+VALID_METRICS_FILE = "valid_metrics.json"
+FUSER_NAMES = (FeatureFusion.name, StackingRanker.name, RRF_NAME)
+
+
+def run(night: Night) -> dict:
+    """Fit and save the fusers of night ds; returns {"path": models/fusion/dt=<ds>}."""
+    from jobs.common.features import load_features, make_examples
+    from jobs.common.lake import partition_path, replace_partition
+    from jobs.common.tracking import stage_run
+    config, ds = night.config, night.ds
+
+    settings = config["fusion"]
+    primary = config["mlflow"]["primary_metric"]
+    features = load_features(config, ds)
+    valid = make_examples(features.sequences, SPLIT_VALID, config["max_seq_len"])
+    if len(valid.targets) == 0:
+        raise ValueError(f"no valid-day examples in features/sequences/dt={ds}: nothing to fit the fusers on")
+    base = load_base_scorers(night_model_dirs(config, ds), features.items, features.n_items)
+    fit_part, holdout = split_by_user(valid, settings["holdout_fraction"], config["seed"])
+
+    fusion_dir = partition_path(config, MODEL_FUSION, ds)
+    with stage_run(config, "fuse", ds):
+        fusers, summaries = fit_fusers(base, fit_part, settings, primary, config["seed"])
+        ks = _ks_with_primary(DEFAULT_KS, primary)
+        masked_fusers = with_catalog_mask(fusers, features.items, features.n_items)
+        valid_metrics = {name: evaluate_scorer(scorer, holdout, ks)
+                         for name, scorer in {**base, **masked_fusers}.items()}
+        vote_metrics = evaluate_scorer(equal_weight_vote(select_scorers(base, BASE_MODELS, VOTE_NAME),
+                                                         settings["candidates_per_model"], settings["rrf_k"]),
+                                       holdout, ks)
+        with replace_partition(fusion_dir) as staging:
+            for name, fuser in fusers.items():
+                fuser.save(os.path.join(staging, name))
+            with open(os.path.join(staging, VALID_METRICS_FILE), "w") as handle:
+                json.dump(valid_metrics, handle, indent=2, sort_keys=True)
+        _log_fuse_run(summaries, valid_metrics, vote_metrics, n_fit=len(fit_part.targets),
+                      n_holdout=len(holdout.targets))
+    best = max(FUSER_NAMES, key=lambda name: valid_metrics[name][primary])
+    print(f"fuse {ds}: fitted {', '.join(FUSER_NAMES)} on {len(fit_part.targets)} valid examples; "
+          f"best on {len(holdout.targets)} held-out: {best} {primary}={valid_metrics[best][primary]:.4f} "
+          f"→ {fusion_dir}")
+    return {"path": fusion_dir}
+
+
+def fit_fusers(base: dict, examples, settings: dict, metric: str = PRIMARY_METRIC,
+               seed: int = 42) -> tuple[dict, dict]:
+    """Fit feature-, model- and decision-level fusion on examples; returns (fusers, fit summaries)."""
+    base_models = select_scorers(base, BASE_MODELS, "fusion")
+    feature = FeatureFusion(select_scorers(base, FEATURE_FUSION_SOURCES, FeatureFusion.name),
+                            dim=settings["feature_fusion_dim"], epochs=settings["feature_fusion_epochs"],
+                            batch_size=settings["feature_fusion_batch_size"],
+                            learning_rate=settings["feature_fusion_learning_rate"], seed=seed)
+    stacking = StackingRanker(base_models, base["popularity"].popularity, settings["candidates_per_model"],
+                              max_train_examples=settings["stacking_max_train_examples"], seed=seed)
+    rrf = RankFusion(base_models, settings["candidates_per_model"], settings["rrf_k"])
+    summaries = {
+        feature.name: feature.fit(examples),
+        stacking.name: stacking.fit(examples),
+        rrf.name: rrf.fit(examples, metric=metric, grid_steps=settings["rrf_grid_steps"]),
+    }
+    return {feature.name: feature, stacking.name: stacking, rrf.name: rrf}, summaries
+
+
+def split_by_user(examples, holdout_fraction: float, seed: int):
+    """(fit, holdout) Examples; every user's examples fall wholly in one part (seeded)."""
+    if not 0 < holdout_fraction < 1:
+        raise ValueError(f"fusion.holdout_fraction must be strictly between 0 and 1, got {holdout_fraction}")
+    users = np.unique(examples.user_ids.astype(str))
+    if len(users) < 2:
+        raise ValueError(f"the valid day has {len(users)} user(s): at least 2 are needed to fit the fusers "
+                         f"on some and measure them on others")
+    n_holdout = min(len(users) - 1, max(1, round(holdout_fraction * len(users))))
+    holdout_users = np.random.default_rng(seed).permutation(users)[:n_holdout]
+    in_holdout = np.isin(examples.user_ids.astype(str), holdout_users)
+    return _subset(examples, ~in_holdout), _subset(examples, in_holdout)
+
+
+def load_base_scorers(model_dirs: dict, items_df, n_items: int) -> dict:
+    """Every base model (fusion.BASE_MODELS), checked to share one catalog.
+
+    model_dirs maps user_encoder, item_encoder and baselines to their directories.
+    """
+    from jobs.train.encoder_scorers import load_item_encoder_scorer, load_user_encoder_scorer
+    from jobs.train.train_baselines import load_baselines
+
+    base = {"popularity": PopularityScorer.from_items(items_df, n_items),
+            "user_encoder": load_user_encoder_scorer(model_dirs["user_encoder"]),
+            "item_encoder": load_item_encoder_scorer(model_dirs["item_encoder"]),
+            **load_baselines(model_dirs["baselines"])}
+    for name, scorer in base.items():
+        known = len(scorer.item_vectors) - 1 if hasattr(scorer, "item_vectors") else scorer.n_items
+        if known != n_items:
+            directory = model_dirs.get(name, model_dirs["baselines"])
+            raise ValueError(f"{directory}: {name} knows {known} items, but the items table has "
+                             f"n_items={n_items}; were they trained on another night?")
+    return with_catalog_mask(base, items_df, n_items)
+
+
+def night_model_dirs(config: dict, ds: str) -> dict:
+    """The model directories of night ds that load_base_scorers / load_all_scorers read."""
+    from jobs.common.lake import partition_path
+
+    return {"user_encoder": partition_path(config, MODEL_USER_ENCODER, ds),
+            "item_encoder": partition_path(config, MODEL_ITEM_ENCODER, ds),
+            "baselines": partition_path(config, MODEL_BASELINES, ds),
+            "fusion": partition_path(config, MODEL_FUSION, ds)}
+
+
+def with_catalog_mask(scorers: dict, items_df, n_items: int) -> dict:
+    """Wrap every scorer so items that left tonight's catalog are never recommended."""
+    from jobs.evaluation.metrics import CatalogMaskedScorer
+    from jobs.common.features import catalog_mask
+
+    allowed = catalog_mask(items_df, n_items)
+    if allowed is None:
+        return scorers
+    return {name: CatalogMaskedScorer(scorer, allowed) for name, scorer in scorers.items()}
+
+
+def load_all_scorers(model_dirs: dict, items_df, n_items: int) -> dict:
+    """Every scorer of a night by name: the base models (fusion.BASE_MODELS), fusion_feature,
+    fusion_stacking and fusion_rrf. model_dirs is night_model_dirs() or a bundle's copies."""
+    base = load_base_scorers(model_dirs, items_df, n_items)
+    fusion_dir = model_dirs["fusion"]
+    fusers = {FeatureFusion.name: FeatureFusion.load(os.path.join(fusion_dir, FeatureFusion.name), base),
+              StackingRanker.name: StackingRanker.load(os.path.join(fusion_dir, StackingRanker.name), base),
+              RRF_NAME: RankFusion.load(os.path.join(fusion_dir, RRF_NAME), base)}
+    return {**base, **with_catalog_mask(fusers, items_df, n_items)}
+
+
+def _subset(examples, rows: np.ndarray):
+    """The examples at rows; every per-example array is cut, gaps included (a full-size gaps
+    matrix left beside cut items would pair examples with another example's gaps)."""
+    cut = {"items": examples.items[rows], "types": examples.types[rows], "targets": examples.targets[rows],
+           "user_ids": examples.user_ids[rows]}
+    if getattr(examples, "gaps", None) is not None:
+        cut["gaps"] = examples.gaps[rows]
+    return dataclasses.replace(examples, **cut)
+
+
+def _ks_with_primary(ks, primary: str) -> tuple[int, ...]:
+    _, primary_k = parse_metric(primary)
+    return tuple(sorted({*ks, primary_k}))
+
+
+def _log_fuse_run(summaries: dict, valid_metrics: dict, vote_metrics: dict, n_fit: int, n_holdout: int) -> None:
+    """Learned weights, held-out valid metrics and the fit summaries, in the active MLflow run."""
+    import mlflow
+
+    metrics = {"valid.n_fit_examples": n_fit, "valid.n_holdout_examples": n_holdout}
+    feature, stacking, rrf = (summaries[name] for name in FUSER_NAMES)
+    metrics.update({f"fusion_feature.weight.{source}": w for source, w in feature["source_weights"].items()})
+    metrics.update({f"fusion_rrf.weight.{model}": w for model, w in rrf["weights"].items()})
+    metrics.update({f"fusion_stacking.coef.{name}": c for name, c in stacking["coefficients"].items()})
+    # Equal-weight voting is logged for comparison only: it is not saved or served.
+    for model, values in {**valid_metrics, VOTE_NAME: vote_metrics}.items():
+        metrics.update({mlflow_metric_key(f"valid.{model}", metric): value for metric, value in values.items()})
+    mlflow.log_metrics(metrics)
+    for epoch, loss in enumerate(feature["loss_by_epoch"]):
+        mlflow.log_metric("fusion_feature.train_loss", loss, step=epoch)
+    mlflow.log_dict(summaries, "fusion_summary.json")
+    mlflow.log_dict(valid_metrics, VALID_METRICS_FILE)

@@ -1,0 +1,185 @@
+"""register_and_gate: log tonight's fused model to MLflow, register it, and gate it.
+
+The challenger and the current champion are both scored through their registered pyfunc
+on tonight's holdout (the same examples, the same code path), so the comparison is fair
+even when the champion was trained on an older vocabulary. The challenger takes alias
+`champion` when there is none or when it is strictly better on the primary metric;
+otherwise it gets alias `challenger` and waits for a person's review in the registry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from jobs.common import schema
+from jobs.common.config import REPO_ROOT
+from jobs.evaluation.metrics import mlflow_metric_key
+from jobs.common.lake import partition_path
+from jobs.common.night import Night
+from jobs.serving.fused_model import TYPE_NAMES, FusedRecommenderModel, model_signature, write_serving_settings
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+def choose_variant(config: dict, ds: str) -> str:
+    """The fusion variant to serve: the best on the validation fold (never on the test day)."""
+    path = os.path.join(partition_path(config, schema.MODEL_FUSION, ds), "valid_metrics.json")
+    primary = config["mlflow"]["primary_metric"]
+    with open(path) as handle:
+        valid_metrics = json.load(handle)
+    fusion_variants = {name: m for name, m in valid_metrics.items() if name.startswith("fusion_")}
+    if not fusion_variants:
+        raise ValueError(f"{path} lists no fusion variant")
+    return max(sorted(fusion_variants), key=lambda name: fusion_variants[name][primary])
+
+
+def raw_histories(examples, item_ids: np.ndarray) -> tuple[list, list]:
+    """Index arrays of examples → raw item-id and event-type-name histories (padding dropped)."""
+    histories, types = [], []
+    for row_items, row_types in zip(examples.items, examples.types):
+        keep = row_items > 0
+        histories.append([item_ids[i] for i in row_items[keep]])
+        types.append([TYPE_NAMES[t] for t in row_types[keep]])
+    return histories, types
+
+
+def raw_timestamps(examples) -> list | None:
+    """Epoch seconds parallel to raw_histories' histories, rebuilt from the examples' gap
+    buckets; None for examples without gaps.
+
+    Examples keep each event's gap bucket, not its time. Setting every gap to its bucket's
+    lower edge (bucket 1: 0 s; bucket b >= 2: schema.GAP_BUCKET_EDGES_SECONDS[b - 2]) lets the
+    served model's features.gap_buckets give each event its bucket back, so the gate scores
+    models with the gaps they get in serving. Two cases differ: the oldest event of a row has
+    no previous one here (bucket 0; batch_recommend's requests send one event more for it),
+    and an event right after a dropped out-of-catalog event gets the bucket of the two gaps
+    summed.
+    """
+    gaps = getattr(examples, "gaps", None)
+    if gaps is None:
+        return None
+    lower_edge_of_bucket = np.array([0, 0, *schema.GAP_BUCKET_EDGES_SECONDS], dtype=np.int64)  # buckets 0, 1, 2, ...
+    timestamps = []
+    for row_items, row_types, row_gaps in zip(examples.items, examples.types, np.asarray(gaps)):
+        is_event = row_types != 0  # padding has type 0; an out-of-catalog event (item 0) does not
+        seconds = np.cumsum(lower_edge_of_bucket[row_gaps[is_event]])
+        timestamps.append([int(second) for second in seconds[row_items[is_event] > 0]])
+    return timestamps
+
+
+def request_frame(histories: list, types: list, timestamps: list | None = None):
+    """The pyfunc model's input for raw histories; without timestamps the column is left out."""
+    import pandas as pd
+
+    columns = {"history": histories, "event_types": types}
+    if timestamps is not None:
+        columns["timestamps"] = timestamps
+    return pd.DataFrame(columns)
+
+
+def topk_metrics(recommended: list[list], targets: list, k: int) -> dict:
+    """Recall / MRR / NDCG @k from top-k lists (a target missing from the list is a miss)."""
+    from jobs.evaluation.metrics import ranking_metrics
+
+    miss_rank = k + 1
+    ranks = np.array([lst.index(t) + 1 if t in lst else miss_rank for lst, t in zip(recommended, targets)])
+    return ranking_metrics(ranks, ks=(k,))
+
+
+def score_model(model_uri: str, requests, targets, k: int) -> dict:
+    """Top-k metrics of a registered model on request_frame rows (a champion logged before
+    timestamps existed ignores that column: MLflow drops inputs its signature lacks)."""
+    import mlflow
+
+    model = mlflow.pyfunc.load_model(model_uri)
+    predictions = model.predict(requests, params={"k": k})
+    return topk_metrics([list(ids) for ids in predictions["item_ids"]], targets, k)
+
+
+def log_bundle(config: dict, ds: str, variant: str, input_example) -> str:
+    """Log the pyfunc bundle in the current run; return its model URI."""
+    import mlflow
+
+    from jobs.fusion.fuse import night_model_dirs
+
+    artifacts = {**night_model_dirs(config, ds), "items": partition_path(config, schema.FEATURE_ITEMS, ds)}
+    settings_dir = tempfile.mkdtemp(prefix="fusionrec-serving-")
+    try:
+        artifacts["serving"] = write_serving_settings(settings_dir, variant, config["max_seq_len"])
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=FusedRecommenderModel(), artifacts=artifacts,
+            code_paths=[str(REPO_ROOT / "jobs")], signature=model_signature(config["top_k"]),
+            input_example=input_example,
+        )
+    finally:
+        shutil.rmtree(settings_dir, ignore_errors=True)
+    return info.model_uri
+
+
+def run(night: Night) -> dict:
+    """Register tonight's fused model and give it alias champion or challenger."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from jobs.common.features import load_features, make_examples
+    from jobs.common.tracking import configure_mlflow, stage_run
+    config, ds = night.config, night.ds
+
+    name, primary, k = config["mlflow"]["registered_model"], config["mlflow"]["primary_metric"], config["top_k"]
+    features = load_features(config, ds)
+    test = make_examples(features.sequences, schema.SPLIT_TEST, config["max_seq_len"])
+    item_ids = np.empty(int(features.meta["n_items"]) + 1, dtype=object)
+    item_ids[features.items[schema.ITEM_IDX].to_numpy()] = features.items[schema.ITEM_ID].to_numpy()
+    histories, types = raw_histories(test, item_ids)
+    requests = request_frame(histories, types, raw_timestamps(test))
+    targets = list(item_ids[test.targets])
+
+    variant = choose_variant(config, ds)
+    configure_mlflow(config)  # before the client: a fresh worker process has no tracking URI yet
+    client = MlflowClient()
+    with stage_run(config, "register_and_gate", ds) as run:
+        model_uri = log_bundle(config, ds, variant, requests.head(2))
+        version = mlflow.register_model(model_uri, name, tags={"ds": ds, "variant": variant}).version
+        challenger = score_model(f"models:/{name}/{version}", requests, targets, k)
+        champion_version = _current_champion(client, name)
+        champion = (score_model(f"models:/{name}/{champion_version}", requests, targets, k)
+                    if champion_version else None)
+        promoted = champion is None or challenger[primary] > champion[primary]
+        alias = CHAMPION if promoted else CHALLENGER
+        client.set_registered_model_alias(name, alias, version)
+        _describe(client, name, version, ds, variant, primary, challenger, champion, champion_version)
+        mlflow.log_metrics({mlflow_metric_key("challenger", key): value for key, value in challenger.items()})
+        if champion:
+            mlflow.log_metrics({mlflow_metric_key("champion", key): value for key, value in champion.items()})
+        mlflow.set_tags({"registered_version": version, "alias": alias, "variant": variant})
+    decision = (f"v{version} ({variant}) {primary}={challenger[primary]:.4f} vs "
+                + (f"champion v{champion_version} {champion[primary]:.4f}" if champion else "no champion")
+                + f" → {alias}")
+    print(f"register_and_gate {ds}: {decision}")
+    return {"model_name": name, "version": int(version), "alias": alias, "variant": variant,
+            "challenger": challenger, "champion": champion, "champion_version": champion_version,
+            "run_id": run.info.run_id}
+
+
+def _current_champion(client, name: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION).version
+    except MlflowException:
+        return None
+
+
+def _describe(client, name, version, ds, variant, primary, challenger, champion, champion_version):
+    for key, value in challenger.items():
+        client.set_model_version_tag(name, version, mlflow_metric_key("holdout", key), f"{value:.6f}")
+    lines = [f"Fused recommender trained for {ds}; serving variant {variant}.",
+             f"Holdout {primary}: {challenger[primary]:.4f}."]
+    if champion is not None:
+        lines.append(f"Champion v{champion_version} on the same holdout: {champion[primary]:.4f}.")
+    client.update_model_version(name, version, description=" ".join(lines))

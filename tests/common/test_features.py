@@ -1,0 +1,182 @@
+"""features.py: examples cut from hand-made sequences, item arrays, and reading partitions."""
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jobs.common.features import (
+    LOG_POPULARITY, event_gap_buckets, gap_buckets, item_feature_arrays, load_features, make_examples,
+    transition_pairs, vocabulary_size, write_features,
+)
+from jobs.common.lake import partition_path
+from jobs.common.schema import (
+    BRAND_IDX, CATEGORY_IDX, EVENT_TYPE_IDX, FEATURE_ITEMS, FEATURE_META, FEATURE_SEQUENCES, ITEM_ID, ITEM_IDX,
+    POPULARITY, PRICE_BUCKET, PRICE_Z, SPLIT, SPLIT_TEST, SPLIT_TRAIN, SPLIT_VALID, TIMESTAMPS, TITLE_TOKENS,
+    USER_ID,
+)
+
+T, V, X = SPLIT_TRAIN, SPLIT_VALID, SPLIT_TEST
+
+
+def two_user_sequences() -> pd.DataFrame:
+    # u1: 3 5 3 | 7 | 2   (train train train | valid | test)
+    # u2: 4 | 6 6 1       (train | valid valid valid); 6 then 6 is a view then a click
+    return pd.DataFrame({
+        USER_ID: ["u1", "u2"],
+        ITEM_IDX: [[3, 5, 3, 7, 2], [4, 6, 6, 1]],
+        EVENT_TYPE_IDX: [[1, 2, 1, 4, 1], [1, 1, 2, 3]],
+        TIMESTAMPS: [[10, 20, 30, 40, 50], [11, 21, 31, 41]],
+        SPLIT: [[T, T, T, V, X], [T, V, V, V]],
+    })
+
+
+def test_train_examples_start_at_second_event_and_are_left_padded():
+    examples = make_examples(two_user_sequences(), SPLIT_TRAIN, max_len=3)
+    # u1 positions 1 and 2 are train targets (position 0 has no history); u2's only
+    # train event is its first, so it gives none.
+    np.testing.assert_array_equal(examples.items, [[0, 0, 3], [0, 3, 5]])
+    np.testing.assert_array_equal(examples.types, [[0, 0, 1], [0, 1, 2]])
+    np.testing.assert_array_equal(examples.targets, [5, 3])
+    assert list(examples.user_ids) == ["u1", "u1"]
+    assert examples.items.dtype == np.int32 and examples.types.dtype == np.int32
+
+
+def test_valid_examples_see_earlier_splits_but_nothing_later():
+    examples = make_examples(two_user_sequences(), SPLIT_VALID, max_len=3)
+    # u1: target 7 after train events 3 5 3 (the test event 2 never appears).
+    # u2: 6 after [4]; 6 after [4 6]; 1 after [4 6 6].
+    np.testing.assert_array_equal(examples.items, [[3, 5, 3], [0, 0, 4], [0, 4, 6], [4, 6, 6]])
+    np.testing.assert_array_equal(examples.types, [[1, 2, 1], [0, 0, 1], [0, 1, 1], [1, 1, 2]])
+    np.testing.assert_array_equal(examples.targets, [7, 6, 6, 1])
+    assert list(examples.user_ids) == ["u1", "u2", "u2", "u2"]
+
+
+def test_gap_buckets_count_the_edges_at_or_below_the_gap():
+    # Edges (s): 10 30 60 120 300 600 1800 3600 10800 43200 86400 259200 604800 2592000.
+    # 0 and 9 s: below the first edge -> 1; exactly 10 s -> 2; 95 s passes 10, 30, 60 -> 4;
+    # one day passes 11 edges -> 12; 40 days passes all 14 -> 15; a negative gap counts as 0 -> 1.
+    np.testing.assert_array_equal(gap_buckets([0, 9, 10, 95, 86_400, 40 * 86_400, -5]), [1, 1, 2, 4, 12, 15, 1])
+    assert gap_buckets([0]).dtype == np.int32
+
+
+def test_event_gap_buckets_start_at_zero_and_skip_missing_timestamps():
+    # Gaps 5 s -> 1, 95 s -> 4; the missing timestamp gives 0 to its event and the next.
+    np.testing.assert_array_equal(event_gap_buckets([0, 5, 100]), [0, 1, 4])
+    np.testing.assert_array_equal(event_gap_buckets([0, None, 100, 100 + 86_400]), [0, 0, 0, 12])
+    assert len(event_gap_buckets([])) == 0
+
+
+def test_example_gaps_are_the_history_events_gaps_to_their_predecessors():
+    # u2's timestamps 11 21 31 41: every gap is 10 s -> bucket 2; its first event has none -> 0.
+    # u1 (10 20 30 | 40): the valid history 3 5 3 has gaps none, 10 s, 10 s -> 0 2 2.
+    examples = make_examples(two_user_sequences(), SPLIT_VALID, max_len=3)
+    np.testing.assert_array_equal(examples.gaps, [[0, 2, 2], [0, 0, 0], [0, 0, 2], [0, 2, 2]])
+    # Truncated to 2 columns, u1's test history 3 7 keeps each event's gap to its real predecessor.
+    np.testing.assert_array_equal(make_examples(two_user_sequences(), SPLIT_TEST, max_len=2).gaps, [[2, 2]])
+
+
+def test_histories_are_truncated_to_the_most_recent_events():
+    examples = make_examples(two_user_sequences(), SPLIT_TEST, max_len=2)
+    # u1's test target 2 follows 3 5 3 7: the last two are 3 7 (types 1 4).
+    np.testing.assert_array_equal(examples.items, [[3, 7]])
+    np.testing.assert_array_equal(examples.types, [[1, 4]])
+    np.testing.assert_array_equal(examples.targets, [2])
+
+
+def test_out_of_catalog_item_is_never_a_target_but_stays_a_gap_in_history():
+    sequences = pd.DataFrame({USER_ID: ["u"], ITEM_IDX: [[2, 0, 4]], EVENT_TYPE_IDX: [[1, 1, 1]],
+                              TIMESTAMPS: [[1, 2, 3]], SPLIT: [[T, T, T]]})
+    examples = make_examples(sequences, SPLIT_TRAIN, max_len=3)
+    np.testing.assert_array_equal(examples.items, [[0, 2, 0]])
+    np.testing.assert_array_equal(examples.targets, [4])
+
+
+def test_no_examples_gives_empty_arrays_of_the_right_shape():
+    examples = make_examples(two_user_sequences().iloc[:0], SPLIT_TRAIN, max_len=4)
+    assert examples.items.shape == (0, 4) and examples.targets.shape == (0,) and len(examples) == 0
+
+
+def test_transition_pairs_drop_repeats():
+    sequences = two_user_sequences()
+    np.testing.assert_array_equal(transition_pairs(sequences, SPLIT_TRAIN), [[3, 5], [5, 3]])
+    # Valid: 3->7, 4->6, (6->6 is a repeat), 6->1.
+    np.testing.assert_array_equal(transition_pairs(sequences, SPLIT_VALID), [[3, 7], [4, 6], [6, 1]])
+
+
+def catalog() -> pd.DataFrame:
+    return pd.DataFrame({
+        ITEM_IDX: [2, 1],  # unsorted on purpose; item 3 of the catalog is absent
+        ITEM_ID: ["b", "a"],
+        CATEGORY_IDX: [2, 1],
+        BRAND_IDX: [1, 3],
+        PRICE_BUCKET: [10, 4],
+        PRICE_Z: [-0.5, 1.25],
+        TITLE_TOKENS: [[7, 8, 9], []],
+        POPULARITY: [3, 0],
+    })
+
+
+def test_item_feature_arrays_are_row_aligned_with_item_idx():
+    arrays = item_feature_arrays(catalog(), max_title_tokens=2, n_items=3)
+    np.testing.assert_array_equal(arrays[CATEGORY_IDX], [0, 1, 2, 0])
+    np.testing.assert_array_equal(arrays[BRAND_IDX], [0, 3, 1, 0])
+    np.testing.assert_array_equal(arrays[PRICE_BUCKET], [0, 4, 10, 0])
+    np.testing.assert_allclose(arrays[PRICE_Z], [0.0, 1.25, -0.5, 0.0])
+    # Titles keep their first 2 tokens; the empty title stays all padding.
+    np.testing.assert_array_equal(arrays[TITLE_TOKENS], [[0, 0], [0, 0], [7, 8], [0, 0]])
+    # log1p(3) = ln 4 = 1.386294; log1p(0) = 0.
+    np.testing.assert_allclose(arrays[LOG_POPULARITY], [0.0, 0.0, 1.386294, 0.0], atol=1e-6)
+
+
+def test_vocabulary_size_covers_declared_and_observed_ids():
+    assert vocabulary_size({"n_brands": 3}, "n_brands", np.array([1, 2])) == 4
+    assert vocabulary_size({"n_brands": 3}, "n_brands", np.array([1, 5])) == 6
+
+
+def test_write_then_load_round_trip(tmp_config):
+    meta = {"n_items": 7, "n_categories": 2}
+    write_features(tmp_config, "2026-11-27", meta, catalog(), two_user_sequences())
+    features = load_features(tmp_config, "2026-11-27")
+    assert features.meta == meta and features.n_items == 7
+    assert list(features.items[ITEM_IDX]) == [1, 2]  # sorted
+    assert list(features.sequences[ITEM_IDX].iloc[0]) == [3, 5, 3, 7, 2]
+
+
+def test_missing_partition_error_names_the_path(tmp_config):
+    with pytest.raises(FileNotFoundError, match="features/meta/dt=2026-11-27"):
+        load_features(tmp_config, "2026-11-27")
+
+
+def test_missing_column_error_names_the_column(tmp_config):
+    write_features(tmp_config, "2026-11-27", {"n_items": 7}, catalog(), two_user_sequences())
+    items_dir = partition_path(tmp_config, FEATURE_ITEMS, "2026-11-27")
+    part = os.path.join(items_dir, "part-00000.parquet")
+    pd.read_parquet(part).drop(columns=[BRAND_IDX]).to_parquet(part)
+    with pytest.raises(ValueError, match=f"features/items/dt=2026-11-27 lacks columns \\['{BRAND_IDX}'\\]"):
+        load_features(tmp_config, "2026-11-27")
+
+
+def test_non_parallel_arrays_are_rejected_with_the_user(tmp_config):
+    sequences = two_user_sequences()
+    sequences.at[1, TIMESTAMPS] = [11, 21]
+    write_features(tmp_config, "2026-11-27", {"n_items": 7}, catalog(), sequences)
+    with pytest.raises(ValueError, match=f"column {TIMESTAMPS} is not parallel.*'u2'"):
+        load_features(tmp_config, "2026-11-27")
+
+
+def test_item_outside_catalog_is_rejected(tmp_config):
+    # The sequences mention items up to 7 but the metadata declares 3.
+    write_features(tmp_config, "2026-11-27", {"n_items": 3}, catalog(), two_user_sequences())
+    expected = f"{FEATURE_SEQUENCES}/dt=2026-11-27: column {ITEM_IDX} must lie in 0..n_items=3"
+    with pytest.raises(ValueError, match=expected):
+        load_features(tmp_config, "2026-11-27")
+
+
+def test_corrupt_meta_is_rejected(tmp_config):
+    write_features(tmp_config, "2026-11-27", {"n_items": 7}, catalog(), two_user_sequences())
+    with open(os.path.join(partition_path(tmp_config, FEATURE_META, "2026-11-27"), "meta.json"), "w") as handle:
+        handle.write("{not json")
+    with pytest.raises(ValueError, match="meta.json is not valid JSON"):
+        load_features(tmp_config, "2026-11-27")

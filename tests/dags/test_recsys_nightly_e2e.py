@@ -1,0 +1,231 @@
+"""End to end: the recsys_nightly DAG runs through Airflow (`dag.test`) on tiny generated data.
+
+One module-scoped run (plus a re-run of the same date) feeds every assertion below, so
+the DAG runs twice in this file, not once per test.
+"""
+
+import datetime as dt
+import gzip
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from jobs.common import schema
+from jobs.common.config import overrides_from_params, resolve_config
+from jobs.common.lake import partition_path
+from jobs.common.night import read_manifest
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+DS = "2026-11-20"
+DAYS = 7
+RUN_CONF = {"window_days": DAYS, "user_encoder_epochs": 4, "item_encoder_epochs": 3}
+STAGE_RUNS = ("validate", "train_baselines", "train_user_encoder", "train_item_encoder", "fuse", "evaluate",
+              "register_and_gate")
+
+
+def run_dag_once():
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(REPO / "dags")).dags["recsys_nightly"]
+    logical_date = dt.datetime.fromisoformat(DS).replace(tzinfo=dt.timezone.utc)
+    return dag.test(logical_date=logical_date, run_conf=RUN_CONF)
+
+
+def parquet_rows(path) -> int:
+    import pyarrow.dataset as pads
+
+    return pads.dataset(str(path), format="parquet", partitioning="hive").count_rows()
+
+
+def raw_lines(config, day) -> int:
+    return sum(len(gzip.open(f, "rb").read().splitlines())
+               for f in Path(partition_path(config, schema.RAW_EVENTS, day)).glob("*.jsonl.gz"))
+
+
+def row_counts(config, dates):
+    counts = {}
+    for day in dates:
+        for dataset in (schema.CLEAN_EVENTS, schema.DENOISED_EVENTS):
+            counts[(dataset, day)] = parquet_rows(partition_path(config, dataset, day))
+        for stage in ("clean", "denoise"):
+            quarantine = Path(config["lake_root"], schema.QUARANTINE_EVENTS, f"stage={stage}", f"dt={day}")
+            counts[("quarantine", stage, day)] = parquet_rows(quarantine) if quarantine.exists() else 0
+    for dataset in (schema.FEATURE_ITEMS, schema.FEATURE_SEQUENCES, schema.RECOMMENDATIONS):
+        counts[dataset] = parquet_rows(partition_path(config, dataset, DS))
+    return counts
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    sys.path[:0] = [str(REPO / "plugins"), str(REPO)]
+    from airflow.utils.db import initdb
+
+    from devtools.generate import generate_clickstream
+
+    config = resolve_config(overrides_from_params(RUN_CONF))
+    generate_clickstream(config["lake_root"], DS, DAYS, scale="tiny", seed=7)
+    initdb()
+    first = run_dag_once()
+    manifest = read_manifest(config, DS)
+    dates = manifest["dates"] if manifest else []
+    counts_after_first = row_counts(config, dates) if str(first.state) == "success" else None
+    champion_after_first = _alias_version(config, "champion")
+    second = run_dag_once()
+    counts_after_second = row_counts(config, dates) if str(second.state) == "success" else None
+    return {"config": config, "first": first, "second": second, "dates": dates, "manifest": manifest,
+            "counts": (counts_after_first, counts_after_second), "champion_after_first": champion_after_first}
+
+
+def _alias_version(config, alias):
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from jobs.common.tracking import configure_mlflow
+
+    configure_mlflow(config)
+    try:
+        return int(MlflowClient().get_model_version_by_alias(config["mlflow"]["registered_model"], alias).version)
+    except MlflowException:
+        return None
+
+
+def test_both_runs_succeed(pipeline):
+    assert str(pipeline["first"].state) == "success"
+    assert str(pipeline["second"].state) == "success"
+
+
+def test_the_manifest_records_the_window_the_dates_and_every_stage(pipeline):
+    from jobs.pipeline import STAGE_ORDER
+
+    manifest = pipeline["manifest"]
+    window = [(dt.date.fromisoformat(DS) - dt.timedelta(days=n)).isoformat() for n in range(DAYS - 1, -1, -1)]
+    # A first night: every window date landed and none was processed, so ingest takes all of them.
+    assert manifest["window"] == window and manifest["dates"] == window
+    assert set(manifest["stages"]) == set(STAGE_ORDER)
+    assert all(record["seconds"] >= 0 and record["peak_rss_mb"] > 0 for record in manifest["stages"].values())
+
+
+def test_every_stage_wrote_a_non_empty_partition(pipeline):
+    config = pipeline["config"]
+    assert pipeline["dates"] == [(dt.date.fromisoformat(DS) - dt.timedelta(days=n)).isoformat()
+                                 for n in range(DAYS - 1, -1, -1)]
+    for dataset in (schema.RAW_EVENTS, schema.DATA_QUALITY, schema.CLEAN_EVENTS, schema.DENOISED_EVENTS,
+                    schema.FEATURE_ITEMS, schema.FEATURE_SEQUENCES, schema.FEATURE_SESSIONS, schema.FEATURE_META,
+                    schema.MODEL_BASELINES,
+                    schema.MODEL_USER_ENCODER, schema.MODEL_ITEM_ENCODER, schema.MODEL_FUSION, schema.REPORTS,
+                    schema.RECOMMENDATIONS, *[f"{schema.VOCABULARIES}/{name}" for name in schema.VOCABULARY_NAMES]):
+        path = Path(partition_path(config, dataset, DS))
+        assert path.is_dir() and any(path.iterdir()), f"{dataset} has no output for {DS}"
+
+
+def test_no_row_is_lost_between_raw_clean_and_quarantine(pipeline):
+    config = pipeline["config"]
+    counts, _ = pipeline["counts"]
+    for day in pipeline["dates"]:
+        raw = raw_lines(config, day)
+        assert raw > 0
+        assert raw == counts[(schema.CLEAN_EVENTS, day)] + counts[("quarantine", "clean", day)], day
+        assert counts[("quarantine", "clean", day)] > 0, "the generator plants dirt every day"
+        assert (counts[(schema.CLEAN_EVENTS, day)]
+                == counts[(schema.DENOISED_EVENTS, day)] + counts[("quarantine", "denoise", day)]), day
+
+
+def test_rerunning_the_date_leaves_the_same_row_counts(pipeline):
+    first, second = pipeline["counts"]
+    assert first is not None and second is not None, "a DAG run failed: see test_both_runs_succeed"
+    assert all(count > 0 for key, count in first.items() if key[0] != "quarantine"), first
+    assert first == second
+
+
+def test_metrics_report_covers_every_model_and_fusion_level(pipeline):
+    config = pipeline["config"]
+    metrics = json.loads(Path(partition_path(config, schema.REPORTS, DS), "metrics.json").read_text())
+    assert {"popularity", "user_encoder", "item_encoder"} <= set(metrics)
+    assert {"fusion_feature", "fusion_stacking", "fusion_rrf"} <= set(metrics)
+    for name, values in metrics.items():
+        assert {"recall@20", "mrr@20", "ndcg@20"} <= set(values), name
+        assert all(0.0 <= values[m] <= 1.0 for m in ("recall@20", "mrr@20", "ndcg@20")), name
+    # The generator plants sequential habits: a sequence model must beat popularity.
+    assert metrics["user_encoder"]["recall@20"] > metrics["popularity"]["recall@20"]
+
+
+def test_each_training_and_evaluation_stage_logged_an_mlflow_run_with_metrics(pipeline):
+    from mlflow import MlflowClient
+
+    from jobs.common.tracking import configure_mlflow
+
+    config = pipeline["config"]
+    experiment_id = configure_mlflow(config)
+    runs = MlflowClient().search_runs([experiment_id], filter_string=f"tags.ds = '{DS}'")
+    for stage in STAGE_RUNS:
+        stage_runs = [r for r in runs if r.data.tags.get("stage") == stage]
+        assert len(stage_runs) == 2, f"{stage}: one run per DAG run expected"
+        assert all(r.data.metrics for r in stage_runs), f"{stage} logged no metrics"
+
+
+def test_first_version_is_champion_and_the_rerun_is_gated_against_it(pipeline):
+    from mlflow import MlflowClient
+
+    from jobs.common.tracking import configure_mlflow
+    from jobs.evaluation.metrics import mlflow_metric_key
+
+    config = pipeline["config"]
+    name, primary = config["mlflow"]["registered_model"], config["mlflow"]["primary_metric"]
+    client = MlflowClient()
+    versions = {int(v.version): v for v in client.search_model_versions(f"name = '{name}'")}
+    assert sorted(versions) == [1, 2]
+    # v2 (the re-run) was scored against v1 on the same holdout: it may only take the
+    # champion alias by being strictly better; otherwise it waits as challenger.
+    assert pipeline["champion_after_first"] == 1  # no champion before: the first version takes it
+    tag = mlflow_metric_key("holdout", primary)
+    v1, v2 = (float(versions[v].tags[tag]) for v in (1, 2))
+    # The second gate scored the champion (v1) on the same holdout as the first gate did.
+    gate_runs = MlflowClient().search_runs([configure_mlflow(config)], filter_string=f"tags.ds = '{DS}' and "
+                                           "tags.stage = 'register_and_gate'", order_by=["attributes.start_time"])
+    assert len(gate_runs) == 2
+    assert mlflow_metric_key("champion", primary) not in gate_runs[0].data.metrics
+    assert gate_runs[1].data.metrics[mlflow_metric_key("champion", primary)] == pytest.approx(v1, abs=1e-6)
+    assert gate_runs[1].data.tags["alias"] == ("champion" if v2 > v1 else "challenger")
+    assert _alias_version(config, "champion") == (2 if v2 > v1 else 1)
+
+
+def test_top20_for_every_active_user_and_nothing_already_bought(pipeline):
+    import pandas as pd
+
+    config = pipeline["config"]
+    recommendations = pd.read_parquet(partition_path(config, schema.RECOMMENDATIONS, DS))
+    denoised = pd.read_parquet(partition_path(config, schema.DENOISED_EVENTS, DS))
+    item_events = denoised[denoised[schema.ITEM_ID].notna()]
+    active_users = set(item_events[schema.USER_ID])
+    assert set(recommendations[schema.USER_ID]) == active_users
+    per_user = recommendations.groupby(schema.USER_ID)
+    assert (per_user.size() == 20).all()
+    assert (per_user[schema.ITEM_ID].nunique() == 20).all()
+    window = pd.concat(pd.read_parquet(partition_path(config, schema.DENOISED_EVENTS, d))
+                       for d in pipeline["dates"])
+    bought = set(zip(window.loc[window[schema.EVENT_TYPE] == schema.PURCHASE, schema.USER_ID],
+                     window.loc[window[schema.EVENT_TYPE] == schema.PURCHASE, schema.ITEM_ID]))
+    recommended = set(zip(recommendations[schema.USER_ID], recommendations[schema.ITEM_ID]))
+    assert not (recommended & bought)
+
+
+def test_gate_and_recommend_work_in_a_fresh_process_like_an_airflow_worker(pipeline, tmp_path):
+    # dag.test() runs every task in this process, so state one task left behind (say, the
+    # MLflow tracking URI) could hide a task that fails on its own in a real worker. Run the
+    # last two stages the way a LocalExecutor/Celery worker would: a new interpreter, in a
+    # directory of its own, where nothing may be written.
+    import os
+    import subprocess
+
+    config = pipeline["config"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "FUSIONREC_HOME": config["home"]}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    for stage in ("register_and_gate", "batch_recommend"):
+        result = subprocess.run([sys.executable, "-m", "jobs.pipeline", stage, "--ds", DS], cwd=tmp_path,
+                                env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert list(tmp_path.iterdir()) == [], "a stage wrote into its working directory"
