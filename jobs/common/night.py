@@ -44,7 +44,7 @@ class Night:
         """A night whose ETL dates are given (default: just ds); nothing is read or written."""
         parse_ds(ds)
         chosen = sorted(dict.fromkeys(parse_ds(day).isoformat() for day in (dates or [ds])))
-        return cls(config=config, ds=ds, window=tuple(days_back(ds, int(config["window_days"]))),
+        return cls(config=config, ds=ds, window=tuple(days_back(ds, config["window_days"])),
                    dates=tuple(chosen))
 
     @classmethod
@@ -107,7 +107,11 @@ def _write_atomically(path: str, value: dict) -> None:
     folder = Path(path).parent
     folder.mkdir(parents=True, exist_ok=True)
     handle, staging = tempfile.mkstemp(prefix=".manifest.", dir=folder)
-    with os.fdopen(handle, "w") as out:
-        json.dump(value, out, indent=2, sort_keys=True)
-    os.chmod(staging, 0o644)
-    os.replace(staging, path)
+    try:
+        with os.fdopen(handle, "w") as out:
+            json.dump(value, out, indent=2, sort_keys=True)
+        os.chmod(staging, 0o644)
+        os.replace(staging, path)
+    except BaseException:
+        os.unlink(staging)
+        raise

@@ -1,0 +1,54 @@
+"""MLflow conventions (jobs/common/tracking.py) on a temporary sqlite store."""
+
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from jobs.common import tracking
+
+DS = "2026-11-27"
+
+
+def test_configure_mlflow_creates_the_experiment_at_the_configured_artifact_location(tmp_config):
+    experiment_id = tracking.configure_mlflow(tmp_config)
+    mlflow_config = tmp_config["mlflow"]
+    assert mlflow.get_tracking_uri() == mlflow_config["tracking_uri"]
+    experiment = MlflowClient().get_experiment(experiment_id)
+    assert experiment.name == mlflow_config["experiment"]
+    assert experiment.artifact_location == Path(mlflow_config["artifact_root"]).resolve().as_uri()
+    assert Path(mlflow_config["artifact_root"]).is_dir()
+    assert Path(mlflow_config["tracking_uri"][len("sqlite:///"):]).is_file()
+
+
+def test_configure_mlflow_reuses_an_existing_experiment(tmp_config):
+    assert tracking.configure_mlflow(tmp_config) == tracking.configure_mlflow(tmp_config)
+    assert [e.name for e in MlflowClient().search_experiments()].count(tmp_config["mlflow"]["experiment"]) == 1
+
+
+def test_stage_run_tags_the_run_and_logs_the_config(tmp_config, monkeypatch):
+    monkeypatch.setattr(tracking, "git_commit", lambda: "0123abc")
+    with tracking.stage_run(tmp_config, "evaluate", DS) as run:
+        run_id = run.info.run_id
+        assert mlflow.active_run().info.run_id == run_id
+    assert mlflow.active_run() is None
+    finished = MlflowClient().get_run(run_id)
+    assert finished.info.run_name == f"evaluate {DS}" and finished.info.status == "FINISHED"
+    assert {key: finished.data.tags[key] for key in ("stage", "ds", "data_partition", "git_commit")} == {
+        "stage": "evaluate", "ds": DS, "data_partition": f"dt={DS}", "git_commit": "0123abc"}
+    assert mlflow.artifacts.load_dict(f"{finished.info.artifact_uri}/config.json") == tmp_config
+
+
+def test_a_failing_stage_ends_its_run_as_failed(tmp_config):
+    with pytest.raises(RuntimeError, match="boom"):
+        with tracking.stage_run(tmp_config, "fuse", DS) as run:
+            raise RuntimeError("boom")
+    assert MlflowClient().get_run(run.info.run_id).info.status == "FAILED"
+
+
+def test_git_commit_is_the_checkouts_head_or_unknown_outside_a_repository(tmp_path, monkeypatch):
+    commit = tracking.git_commit()
+    assert commit == "unknown" or (len(commit) == 40 and int(commit, 16) >= 0)
+    monkeypatch.setattr(tracking, "REPO_ROOT", tmp_path)  # not a git checkout
+    assert tracking.git_commit() == "unknown"

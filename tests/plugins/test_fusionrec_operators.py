@@ -1,0 +1,68 @@
+"""FusionrecStageOperator and the MLflow button (plugins/fusionrec_operators.py)."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
+if str(PLUGINS) not in sys.path:  # plugins/ is no package: Airflow puts the folder on sys.path
+    sys.path.insert(0, str(PLUGINS))
+
+from fusionrec_operators import FusionrecStageOperator, MLflowExperimentLink  # noqa: E402
+
+DS = "2026-11-27"
+
+
+def fake_run_stage(monkeypatch) -> list:
+    calls = []
+
+    def run_stage(stage, config, ds):
+        calls.append((stage, config, ds))
+        return {"rows": 3}
+
+    monkeypatch.setattr("jobs.pipeline.run_stage", run_stage)
+    return calls
+
+
+def test_execute_runs_the_stage_for_the_runs_date_with_the_params_config(monkeypatch):
+    calls = fake_run_stage(monkeypatch)
+    params = {"window_days": 5, "top_k": None, "spark_master": "local[1]",
+              "config_overrides": {"user_encoder": {"epochs": 2}}}
+    operator = FusionrecStageOperator(task_id="train_user_encoder", stage="train_user_encoder")
+    assert operator.execute({"params": params, "ds": DS}) == {"rows": 3}  # the XCom
+    [(stage, config, ds)] = calls
+    assert (stage, ds) == ("train_user_encoder", DS)
+    assert config["window_days"] == 5 and config["spark"]["master"] == "local[1]"
+    assert config["user_encoder"]["epochs"] == 2
+
+
+def test_params_left_at_null_keep_the_configured_values(monkeypatch):
+    from jobs.common.config import resolve_config
+
+    calls = fake_run_stage(monkeypatch)
+    FusionrecStageOperator(task_id="clean", stage="clean").execute(
+        {"params": {"window_days": None, "top_k": None, "config_overrides": {}}, "ds": DS})
+    assert calls == [("clean", resolve_config(), DS)]
+
+
+def test_a_config_overrides_param_that_is_no_object_is_named(monkeypatch):
+    calls = fake_run_stage(monkeypatch)
+    with pytest.raises(ValueError, match="param config_overrides must be a JSON object, got str"):
+        FusionrecStageOperator(task_id="clean", stage="clean").execute({"params": {"config_overrides": "x"},
+                                                                        "ds": DS})
+    assert calls == []
+
+
+def test_the_mlflow_link_opens_the_ui_named_by_fusionrec_mlflow_ui(monkeypatch):
+    link = MLflowExperimentLink()
+    monkeypatch.setenv("FUSIONREC_MLFLOW_UI", "https://mlflow.example.org:8443")
+    assert link.get_link(None, ti_key=None) == "https://mlflow.example.org:8443/#/experiments"
+    monkeypatch.delenv("FUSIONREC_MLFLOW_UI")
+    assert link.get_link(None, ti_key=None) == "http://127.0.0.1:5000/#/experiments"
+
+
+def test_every_stage_task_carries_the_mlflow_button():
+    operator = FusionrecStageOperator(task_id="fuse", stage="fuse")
+    assert operator.stage == "fuse"
+    assert [link.name for link in operator.operator_extra_links] == ["MLflow"]
