@@ -485,7 +485,7 @@ def label_noise(events: pd.DataFrame, *, bot_max_events_per_minute=None, bot_max
                 bot_regular_min_events=None, bot_regular_max_cv=None, max_events_per_session=None,
                 accidental_click_max_dwell_s=None, collapse_consecutive_repeats=False,
                 max_events_per_user_day=None, min_item_events=None, min_session_item_events=None,
-                min_support_max_rounds=10) -> pd.Series:
+                min_support_max_rounds=None) -> pd.Series:
     """The reason per row (NA = kept) of events sorted into user timelines.
 
     events must be sorted by (dt, user_id, event_time, event_id); every rule is per user day.
@@ -589,7 +589,7 @@ def _running_count(flags: np.ndarray, group_start: np.ndarray) -> np.ndarray:
 
 def drop_unsupported(code, day, user, item, session, min_item_events, min_session_item_events, max_rounds) -> None:
     """jobs.etl.denoise.drop_unsupported on the codes in place: k-core rounds over the kept rows."""
-    if max_rounds < 1:
+    if max_rounds is None or max_rounds < 1:
         raise ValueError(f"denoise.min_support_max_rounds must be at least 1, got {max_rounds}")
     rule = DENOISE_RULES.index(REASON_MIN_SUPPORT) + 1
     kept_before = int((code == 0).sum())
@@ -620,11 +620,9 @@ def removed_record(rows: pd.DataFrame) -> list[str]:
 
 def denoise(config: dict, dates: list[str]) -> dict:
     """jobs.etl.denoise.main in pandas: {date: {"clean", "denoised", "quarantined", "removed": {rule: {"rows"}}}}."""
-    from jobs.etl.denoise import rules_from_config
-
     events = read_event_partitions(config, CLEAN_EVENTS, dates)
     events = events.sort_values([DT, USER_ID, EVENT_TIME, EVENT_ID], kind="stable", ignore_index=True)
-    reason = label_noise(events, **rules_from_config(config["denoise"]))
+    reason = label_noise(events, **config["denoise"])
     outcomes = outcome_counts(events[DT], reason, dates)
     clean_counts = events[DT].value_counts().reindex(dates, fill_value=0).astype(int).to_dict()
     removed = _flag(reason.notna())
@@ -652,9 +650,8 @@ def denoise(config: dict, dates: list[str]) -> dict:
 # ===========================================================================================
 def plan_splits(config: dict, ds: str):
     from jobs.etl.normalize_features import plan_splits as spark_plan  # pure Python: the same rule, not a copy
-    from jobs.etl.normalize_features import split_days
 
-    return spark_plan(ds, config["window_days"], existing_partitions(config, DENOISED_EVENTS), **split_days(config))
+    return spark_plan(ds, config["window_days"], existing_partitions(config, DENOISED_EVENTS), **config["split"])
 
 
 def latest_snapshots(catalogs: pd.DataFrame, ds: str) -> pd.DataFrame:

@@ -195,10 +195,12 @@ def encoder_settings(model: str, options: argparse.Namespace) -> dict:
               # The sessions files carry no timestamps: every gap would be "unknown".
               "time_gaps": False}
     if model == "gru":
-        return {**resolve_config()["user_encoder"], **common, "epochs": options.gru_epochs}
-    return {**resolve_config()["user_encoder"], **common, "epochs": options.sasrec_epochs,
-            "num_blocks": options.sasrec_blocks, "num_heads": options.sasrec_heads,
-            "dropout": options.sasrec_dropout}
+        choices = {**common, "epochs": options.gru_epochs}
+    else:
+        choices = {**common, "epochs": options.sasrec_epochs, "num_blocks": options.sasrec_blocks,
+                   "num_heads": options.sasrec_heads, "dropout": options.sasrec_dropout}
+    # Through resolve_config: the choices are checked like any config, and the rest is the full section.
+    return resolve_config({"user_encoder": choices})["user_encoder"]
 
 
 def n_fit_sessions(data: SessionData, valid_share: float) -> int:

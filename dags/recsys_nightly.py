@@ -10,9 +10,10 @@ every queue. Params left at null keep the configured values
 
 import datetime as dt
 
-from airflow.sdk import DAG, CronDataIntervalTimetable, Param
+from airflow.sdk import DAG, CronDataIntervalTimetable
 
 from fusionrec_operators import FusionrecStageOperator
+from jobs.common.config import trigger_params  # pydantic only, which Airflow imports anyway
 from jobs.pipeline import STAGES  # a light module: names only, no Spark/TF/MLflow
 
 TRAINING_QUEUE = "gpu"
@@ -29,14 +30,7 @@ with DAG(
     max_active_runs=1,  # nights share the MLflow champion: gate them one at a time
     tags=["fusionrec", "recsys", "nightly"],
     default_args={"retries": 1, "retry_delay": dt.timedelta(minutes=5), "owner": "fusionrec"},
-    params={
-        "window_days": Param(None, type=["null", "integer"], minimum=3, description="Days of history"),
-        "top_k": Param(None, type=["null", "integer"], minimum=1, maximum=1000, description="Recommendations per user"),
-        "user_encoder_epochs": Param(None, type=["null", "integer"], minimum=1),
-        "item_encoder_epochs": Param(None, type=["null", "integer"], minimum=1),
-        "spark_master": Param(None, type=["null", "string"], description="e.g. spark://host:7077"),
-        "config_overrides": Param({}, type="object", description="Any nested config keys (jobs/common/config.py)"),
-    },
+    params=trigger_params(),  # declared once with the config keys they set
     doc_md=__doc__,
 ) as dag:
     previous = None

@@ -23,13 +23,13 @@ def get_spark(config: dict):
 
     spark_config = config["spark"]
     builder = SparkSession.builder.master(spark_config["master"]).appName(spark_config["app_name"])
-    for key, value in spark_config.get("conf", {}).items():
+    for key, value in spark_config["conf"].items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     # getOrCreate may return a session started elsewhere: make the settings we rely on hold.
     for key in ("spark.sql.session.timeZone", "spark.sql.sources.partitionOverwriteMode"):
-        if key in spark_config.get("conf", {}):
+        if key in spark_config["conf"]:
             spark.conf.set(key, spark_config["conf"][key])
     ship_jobs_package(spark.sparkContext, config)
     return spark

@@ -39,8 +39,8 @@ from pathlib import Path
 
 from jobs.common.config import ENV_KEYS
 from jobs.common.night import Night
+from jobs.common.packaging import JOBS_DIR, module_closure
 
-JOBS_DIR = Path(__file__).resolve().parents[1]
 ZIP_PREFIX = "fusionrec-jobs-"
 # A fixed timestamp (the earliest a zip can hold) and mode: the same sources, the same bytes.
 ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
@@ -61,15 +61,33 @@ class SparkSubmitError(RuntimeError):
 
 # --- The shipped package -----------------------------------------------------------------
 
+def spark_entry_modules() -> tuple[list[str], list[str]]:
+    """(entry modules, skipped functions) of what a spark-submit child and a Spark executor run.
+
+    The child runs jobs/pipeline.py's CLI, which runs one Spark stage; executors run the
+    Python those stages hand them. pipeline.stage_module imports every stage, the TensorFlow
+    ones too, but only to find the one asked for: it is a dispatch table, not a dependency.
+    Its imports are therefore not followed and each Spark stage is an entry of its own, while
+    pipeline's other imports, lazy ones included (run_in_process's spark_io), are followed.
+    Looking the stages up through stage_module imports the Spark stages here; none starts a JVM.
+    """
+    from jobs import pipeline
+
+    dispatch = f"{pipeline.__name__}.{pipeline.stage_module.__qualname__}"
+    stages = [pipeline.stage_module(stage.name).__name__ for stage in pipeline.STAGES if stage.uses_spark]
+    return [pipeline.__name__, *stages], [dispatch]
+
+
 def jobs_sources() -> list[tuple[str, Path]]:
-    """(name inside the zip, file) of every .py file of the jobs package, sorted by name."""
-    root = JOBS_DIR.parent
-    files = [path for path in JOBS_DIR.rglob("*.py") if "__pycache__" not in path.parts]
-    return sorted((path.relative_to(root).as_posix(), path) for path in files)
+    """(name inside the zip, file) of the jobs modules the Spark stages import, sorted by name."""
+    entries, skipped = spark_entry_modules()
+    files = module_closure(entries, JOBS_DIR, skip_functions=skipped)
+    return [(path.relative_to(JOBS_DIR.parent).as_posix(), path) for path in files]
 
 
 def package_jobs(dest_dir) -> str:
-    """A zip of the jobs package's .py files in dest_dir, named by a hash of their content.
+    """A zip of the jobs modules the Spark stages need (jobs_sources) in dest_dir, named by a
+    hash of their names and content.
 
     Deterministic (sorted entries, fixed timestamps and modes) and built only when no zip of
     the same sources exists yet; written to a temporary name and renamed, so concurrent tasks
@@ -123,22 +141,14 @@ def spark_submit_executable() -> str:
     return str(executable)
 
 
-def submit_args(config: dict) -> list[str]:
-    args = config["spark"].get("submit_args") or []
-    if not isinstance(args, list) or not all(isinstance(arg, str) for arg in args):
-        raise ValueError(f"config spark.submit_args must be a list of strings such as "
-                         f'["--deploy-mode", "client"], got {args!r}')
-    return args
-
-
 def spark_submit_command(config: dict, stage: str, ds: str, night_file, result_file) -> list[str]:
     """The spark-submit command line that runs one stage of jobs/pipeline.py."""
     spark_config = config["spark"]
     command = [spark_submit_executable(), "--master", spark_config["master"],
                "--name", f"{spark_config['app_name']}-{stage}-{ds}"]
-    for key, value in {**SUBMIT_CONF_DEFAULTS, **spark_config.get("conf", {})}.items():
+    for key, value in {**SUBMIT_CONF_DEFAULTS, **spark_config["conf"]}.items():
         command += ["--conf", f"{key}={value}"]
-    command += submit_args(config)
+    command += spark_config["submit_args"]  # a list of strings: the typed config checks it
     command += ["--py-files", package_jobs(py_files_dir(config)),
                 str(JOBS_DIR / "pipeline.py"), stage, "--night-file", str(night_file),
                 "--result-file", str(result_file)]

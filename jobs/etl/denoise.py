@@ -54,8 +54,9 @@ break). Rules apply in this order and a removed row carries the first that match
 
 Rules 1-6 measure the clean timeline as it came in, so a row another rule removes can still
 be a neighbour (rule 5 alone skips collapsed repeats); 7 and 8 count only the rows earlier
-rules kept. Every rule is configured under config["denoise"] (DEFAULTS below; for
-label_noise a setting of None turns its rule off), and main's summary reports the rows and
+rules kept. Every rule is configured under config["denoise"] (defaults in
+jobs/common/config.py; a setting of None turns its rule off, as does leaving a keyword of
+label_noise out), and main's summary reports the rows and
 users each rule removed.
 """
 
@@ -67,7 +68,6 @@ from pyspark.sql import functions as F
 
 from jobs.etl.clean import split_labeled, write_labeled
 from jobs.common.night import Night
-from jobs.common.config import DEFAULTS as CONFIG_DEFAULTS
 from jobs.common.spark_io import (check_conservation, count_by_date, count_quarantined,
                              read_event_partitions, validate_dates)
 from jobs.common.schema import (CLEAN_COLUMNS, CLEAN_EVENTS, CLICK, DENOISED_EVENTS, DT, EVENT_ID, EVENT_TIME,
@@ -78,9 +78,6 @@ from jobs.common.schema import (CLEAN_COLUMNS, CLEAN_EVENTS, CLICK, DENOISED_EVE
 from jobs.common.spark_session import get_spark
 
 STAGE_NAME = "denoise"
-
-# config["denoise"] (jobs/common/config.py) holds every rule's setting; see the comment there.
-DEFAULTS = CONFIG_DEFAULTS["denoise"]
 
 _EVENTS_IN_MINUTE = "_events_in_minute"
 _ITEMS_IN_MINUTE = "_items_in_minute"
@@ -109,10 +106,11 @@ def label_noise(events: DataFrame, *, bot_max_events_per_minute: int | None = No
                 collapse_consecutive_repeats: bool = False,
                 max_events_per_user_day: int | None = None,
                 min_item_events: int | None = None, min_session_item_events: int | None = None,
-                min_support_max_rounds: int = DEFAULTS["min_support_max_rounds"]) -> DataFrame:
+                min_support_max_rounds: int | None = None) -> DataFrame:
     """Add `reason` (first matching rule, null = kept) and `record` (the row as JSON).
 
-    A rule whose setting is None (or False) is off. The min_support rule runs Spark jobs
+    A rule whose setting is None (or False) is off; the min_support rule, when on, needs
+    min_support_max_rounds too. The min_support rule runs Spark jobs
     (one per round) to know when nothing more drops; every other rule is lazy.
     """
     # A window function cannot take another as its argument, so the per-minute, per-gap and
@@ -238,13 +236,13 @@ def cap_user_days(labeled: DataFrame, max_events: int) -> DataFrame:
 
 
 def drop_unsupported(labeled: DataFrame, min_item_events: int, min_session_item_events: int,
-                     max_rounds: int) -> DataFrame:
+                     max_rounds: int | None) -> DataFrame:
     """Label min_support on kept rows until every kept item and session has its minimum support.
 
     Stops early when a round drops nothing; after max_rounds the result may still hold a few
     under-supported rows (each round is a full pass over the day, so the cost is bounded).
     """
-    if max_rounds < 1:
+    if max_rounds is None or max_rounds < 1:
         raise ValueError(f"denoise.min_support_max_rounds must be at least 1, got {max_rounds}")
     kept = labeled.where(F.col(REASON).isNull()).count()
     cached = []
@@ -287,14 +285,6 @@ def removed_users(labeled: DataFrame) -> dict:
     return users
 
 
-def rules_from_config(settings: dict) -> dict:
-    """label_noise's keyword arguments from config["denoise"], DEFAULTS filling absent keys."""
-    unknown = sorted(set(settings) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"config denoise: unknown keys {unknown}; known keys: {sorted(DEFAULTS)}")
-    return {key: settings.get(key, default) for key, default in DEFAULTS.items()}
-
-
 # --- Job -------------------------------------------------------------------------------------
 
 def run(night: Night) -> dict:
@@ -305,9 +295,8 @@ def run(night: Night) -> dict:
     """
     config, dates = night.config, validate_dates(list(night.dates))
     spark = get_spark(config)
-    rules = rules_from_config(config["denoise"])
     events = read_event_partitions(spark, config, CLEAN_EVENTS, dates)
-    labeled = label_noise(events, **rules)
+    labeled = label_noise(events, **config["denoise"])
     outcomes, users = write_labeled(spark, config, STAGE_NAME, DENOISED_EVENTS, labeled, dates, also=removed_users)
 
     clean_counts = count_by_date(spark, config, CLEAN_EVENTS, dates)

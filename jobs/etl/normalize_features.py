@@ -64,21 +64,12 @@ class SplitDates:
         return [*self.train, *self.valid, *self.test]
 
 
-def split_days(config: dict) -> dict[str, int]:
-    """{"valid_days", "test_days"} from config["split"] (1 and 1 where a config file predates it)."""
-    settings = {"valid_days": 1, "test_days": 1, **config.get("split", {})}
-    for key in ("valid_days", "test_days"):
-        _check_split_days(key, settings[key])
-    return {key: settings[key] for key in ("valid_days", "test_days")}
-
-
 def _check_split_days(key: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"config split.{key} must be a whole number of days >= 1, got {value!r}")
 
 
-def plan_splits(ds: str, window_days: int, available: list[str], valid_days: int = 1,
-                test_days: int = 1) -> SplitDates:
+def plan_splits(ds: str, window_days: int, available: list[str], valid_days: int, test_days: int) -> SplitDates:
     """Pick the window's dates that exist and assign each to a split; ValueError if unusable.
 
     Test gets the last test_days days of the window (ds the last of them), valid the
@@ -311,9 +302,8 @@ def count_indexed_events(indexed_events: DataFrame) -> tuple[dict, int]:
 def run(night: Night) -> dict:
     """Build the features of the night over its window; returns the meta dict written to meta.json."""
     config, ds = night.config, night.ds
-    split_settings = split_days(config)  # a wrong split setting fails here, before Spark starts
     spark = get_spark(config)
-    splits = plan_splits(ds, len(night.window), existing_partitions(config, DENOISED_EVENTS), **split_settings)
+    splits = plan_splits(ds, len(night.window), existing_partitions(config, DENOISED_EVENTS), **config["split"])
     events = read_event_partitions(spark, config, DENOISED_EVENTS, splits.all)
     catalogs, catalog_dates = read_window_catalogs(spark, config, splits)
     train_events = events.where(F.col(DT).isin(*splits.train))

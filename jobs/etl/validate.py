@@ -71,20 +71,6 @@ REQUIRED_FIELDS = (EVENT_ID, EVENT_TIME, EVENT_TYPE, USER_ID)  # clean's missing
 # price are legitimately null (searches have no price, item events no query).
 ALWAYS_FILLED = (*REQUIRED_FIELDS, SESSION_ID)
 
-# config["validate"] keys and their defaults (shares are fractions of lines).
-DEFAULT_THRESHOLDS = {
-    "max_malformed_share": 0.20,  # hard: 20% unparseable lines is a changed format, not dirt
-    "max_required_missing_share": 0.20,  # hard: per required field, of parseable lines
-    "max_non_utf8_share": 0.01,  # hard
-    "max_null_share": 0.02,  # soft: per always-filled column (item_id: of item events)
-    "min_volume_ratio": 0.5,  # soft: lines / mean lines of the trailing days
-    "max_volume_ratio": 2.0,  # soft
-    "volume_trailing_days": 7,  # days before D whose raw partitions form the baseline
-    "max_unknown_event_type_share": 0.01,  # soft
-    "max_outside_day_share": 0.01,  # soft: events outside [day start, day end + clean skew]
-    "max_future_skew_s": 3600.0,  # soft: latest event after the day's end, in seconds
-}
-
 # clean's accepted event_time shape: a fraction of 1-6 digits and a mandatory offset.
 TIMESTAMP_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})")
 SECONDS_PER_DAY = 86_400
@@ -253,15 +239,6 @@ class Finding:
 
 def share(count: int, total: int) -> float:
     return count / total if total else 0.0
-
-
-def thresholds_from(config: dict) -> dict:
-    """DEFAULT_THRESHOLDS updated by config["validate"]; an unknown key is a typo, so an error."""
-    configured = config.get("validate") or {}
-    unknown = sorted(set(configured) - set(DEFAULT_THRESHOLDS))
-    if unknown:
-        raise ValueError(f"config validate: unknown keys {unknown}; known: {sorted(DEFAULT_THRESHOLDS)}")
-    return {**DEFAULT_THRESHOLDS, **configured}
 
 
 def check_partition(profile: PartitionProfile, trailing_lines: dict[str, int], thresholds: dict) -> list[Finding]:
@@ -537,9 +514,8 @@ def assess_partition(config: dict, ds: str, thresholds: dict, known_volumes: dic
     known_volumes collects line counts of dates already read, for the next dates' baselines.
     """
     files = raw_files(config, ds)
-    allowed_skew = config.get("clean", {}).get("max_future_skew_s", 300)
     profile = profile_partition(ds, [(path.name, gzip_lines(path)) for path in files or []],
-                                allowed_future_skew_s=allowed_skew)
+                                allowed_future_skew_s=config["clean"]["max_future_skew_s"])
     if files and not any(file.error for file in profile.files):
         known_volumes[ds] = profile.lines
     trailing = trailing_volumes(config, ds, thresholds["volume_trailing_days"], known_volumes)
@@ -582,7 +558,7 @@ def run(night: Night) -> dict:
     if not dates:
         raise ValueError("no dates given: pass at least one logical date YYYY-MM-DD")
     dates = sorted(dict.fromkeys(parse_ds(ds).isoformat() for ds in dates))  # oldest first: baselines
-    thresholds = thresholds_from(config)
+    thresholds = config["validate"]  # the thresholds and their defaults: jobs/common/config.py ValidateConfig
     known_volumes: dict[str, int] = {}
     reports = {ds: assess_partition(config, ds, thresholds, known_volumes) for ds in dates}
     folders = {ds: publish_report(config, ds, report) for ds, report in reports.items()}

@@ -33,9 +33,8 @@ from __future__ import annotations
 import json
 import os
 
-from jobs.evaluation.metrics import (DEFAULT_BOOTSTRAP_RESAMPLES, DEFAULT_CONFIDENCE, DEFAULT_LONG_HISTORY_MIN_EVENTS,
-                             REPORT_KS, bootstrap_intervals, evaluate_full_catalog, example_segments,
-                             metric_contributions, mlflow_metric_key, parse_metric, segment_metrics)
+from jobs.evaluation.metrics import (bootstrap_intervals, evaluate_full_catalog, example_segments, metric_contributions,
+                             mlflow_metric_key, parse_metric, segment_metrics)
 from jobs.common.schema import REPORTS, SPLIT_TEST
 from jobs.common.night import Night
 
@@ -44,17 +43,16 @@ METRICS_MARKDOWN = "metrics.md"
 METRICS_DETAIL_JSON = "metrics_detail.json"
 MODEL_NAMES = ("popularity", "session_popularity", "item_knn", "als", "user_encoder", "item_encoder",
                "fusion_feature", "fusion_stacking", "fusion_rrf")
-# What config["evaluation"] holds when a config file predates a key.
-SETTING_DEFAULTS = {"exclude_seen": False, "long_history_min_events": DEFAULT_LONG_HISTORY_MIN_EVENTS,
-                    "bootstrap_resamples": DEFAULT_BOOTSTRAP_RESAMPLES, "confidence": DEFAULT_CONFIDENCE,
-                    "bootstrap_unit": "user"}
+# The settings metrics_detail.json records: config["evaluation"]'s keys, then the bootstrap seed.
+SETTING_KEYS = ("ks", "exclude_seen", "long_history_min_events", "bootstrap_resamples", "bootstrap_unit",
+                "confidence", "seed")
 
 
 def run(night: Night) -> dict:
     """Evaluate night ds's models on its test day; returns {"path": reports/dt=<ds>}."""
     from jobs.train.baselines import PopularityScorer
     from jobs.common.features import load_features, make_examples
-    from jobs.fusion.fuse import load_all_scorers, night_model_dirs
+    from jobs.serving.night_models import load_all_scorers, night_model_dirs
     from jobs.common.lake import partition_path, replace_partition
     from jobs.common.tracking import stage_run
     config, ds = night.config, night.ds
@@ -87,22 +85,9 @@ def run(night: Night) -> dict:
 
 
 def evaluation_settings(config: dict) -> dict:
-    """config["evaluation"] with the cutoffs resolved, the bootstrap seed, and checked types."""
-    settings = {**SETTING_DEFAULTS, **config.get("evaluation", {})}
-    settings["ks"] = list(report_ks(config))
-    settings["seed"] = config["seed"]
-    if not isinstance(settings["exclude_seen"], bool):
-        raise ValueError(f"config evaluation.exclude_seen must be true or false, got {settings['exclude_seen']!r}")
-    for key in ("long_history_min_events", "bootstrap_resamples"):
-        if isinstance(settings[key], bool) or not isinstance(settings[key], int) or settings[key] < 1:
-            raise ValueError(f"config evaluation.{key} must be a positive integer, got {settings[key]!r}")
-    if settings["bootstrap_unit"] not in ("user", "example"):
-        raise ValueError(f"config evaluation.bootstrap_unit must be 'user' or 'example', "
-                         f"got {settings['bootstrap_unit']!r}")
-    if not 0.0 < float(settings["confidence"]) < 1.0:
-        raise ValueError(f"config evaluation.confidence must lie strictly between 0 and 1, "
-                         f"got {settings['confidence']!r}")
-    return settings
+    """config["evaluation"] (typed and checked by jobs/common/config.py) with the cutoffs
+    resolved and the bootstrap seed."""
+    return {**config["evaluation"], "ks": list(report_ks(config)), "seed": config["seed"]}
 
 
 def detail_report(results: dict, metrics: dict, segments: dict, settings: dict, user_ids=None) -> dict:
@@ -121,15 +106,13 @@ def detail_report(results: dict, metrics: dict, segments: dict, settings: dict, 
                         "intervals": {metric: list(bounds) for metric, bounds in intervals.items()},
                         "segments": segment_metrics(result.ranks, segments, settings["ks"])}
     n_examples = len(next(iter(results.values())).ranks)
-    setting_keys = ("ks", *SETTING_DEFAULTS, "seed")
-    return {"n_examples": n_examples, "settings": {key: settings[key] for key in setting_keys}, "models": models}
+    return {"n_examples": n_examples, "settings": {key: settings[key] for key in SETTING_KEYS}, "models": models}
 
 
 def report_ks(config: dict) -> tuple[int, ...]:
     """The configured cutoffs, always including the primary metric's."""
-    ks = config.get("evaluation", {}).get("ks", REPORT_KS)
     _, primary_k = parse_metric(config["mlflow"]["primary_metric"])
-    return tuple(sorted({int(k) for k in ks} | {primary_k}))
+    return tuple(sorted({*config["evaluation"]["ks"], primary_k}))
 
 
 def ranked_models(metrics: dict, primary: str) -> list[str]:

@@ -46,7 +46,6 @@ import numpy as np
 from jobs.common.schema import SPLIT, USER_ID
 
 DEFAULT_KS = (20,)  # evaluate_scorer's default; the nightly report uses config["evaluation"]["ks"]
-REPORT_KS = (1, 5, 10, 20)  # the cutoffs the nightly report shows when the config names none
 METRIC_KINDS = ("recall", "mrr", "ndcg")
 PRIMARY_METRIC = "ndcg@20"  # the default of config["mlflow"]["primary_metric"]
 
@@ -59,9 +58,6 @@ SEGMENT_RETURNING_USERS = "returning_users"
 SEGMENT_SHORT_HISTORY = "short_history"
 SEGMENT_LONG_HISTORY = "long_history"
 SEGMENTS = (SEGMENT_NEW_USERS, SEGMENT_RETURNING_USERS, SEGMENT_SHORT_HISTORY, SEGMENT_LONG_HISTORY)
-DEFAULT_LONG_HISTORY_MIN_EVENTS = 5
-DEFAULT_BOOTSTRAP_RESAMPLES = 200
-DEFAULT_CONFIDENCE = 0.95
 
 
 class Scorer(Protocol):
@@ -215,8 +211,7 @@ class TopKListStatistics:
         return metrics
 
 
-def example_segments(examples, sequences, split: int,
-                     long_history_min_events: int = DEFAULT_LONG_HISTORY_MIN_EVENTS) -> dict[str, np.ndarray]:
+def example_segments(examples, sequences, split: int, long_history_min_events: int) -> dict[str, np.ndarray]:
     """Boolean masks over examples for the segments in SEGMENTS.
 
     returning_users: the user has an event on a day before the examples' split (split codes
@@ -253,8 +248,7 @@ def segment_metrics(ranks: np.ndarray, segments: dict[str, np.ndarray], ks=DEFAU
     return results
 
 
-def bootstrap_intervals(contributions: dict[str, np.ndarray], resamples: int = DEFAULT_BOOTSTRAP_RESAMPLES,
-                        confidence: float = DEFAULT_CONFIDENCE, seed: int = 42,
+def bootstrap_intervals(contributions: dict[str, np.ndarray], resamples: int, confidence: float, seed: int,
                         groups: np.ndarray | None = None) -> dict[str, tuple[float, float]]:
     """Percentile-bootstrap confidence interval of the mean of each per-example vector.
 

@@ -10,8 +10,8 @@ measuring them on the examples they were fitted on would flatter the most flexib
 register_and_gate picks the variant to serve from valid_metrics.json, so these numbers
 must be out-of-sample.
 
-`load_all_scorers` rebuilds every model of a night from its directories; it takes paths,
-not config, because the registered serving bundle carries copies of those directories.
+Loading a night's models back (the base models here, every model in evaluate and serving)
+and the names of what this stage writes live in jobs/serving/night_models.py.
 """
 
 from __future__ import annotations
@@ -22,17 +22,15 @@ import os
 
 import numpy as np
 
-from jobs.train.baselines import PopularityScorer
 from jobs.evaluation.metrics import DEFAULT_KS, PRIMARY_METRIC, evaluate_scorer, mlflow_metric_key, parse_metric
 from jobs.fusion import BASE_MODELS, FEATURE_FUSION_SOURCES, select_scorers
-from jobs.fusion.decision_level import RRF_NAME, VOTE_NAME, RankFusion, equal_weight_vote
+from jobs.fusion.decision_level import VOTE_NAME, RankFusion, equal_weight_vote
 from jobs.fusion.feature_level import FeatureFusion
 from jobs.fusion.model_level import StackingRanker
-from jobs.common.schema import MODEL_BASELINES, MODEL_FUSION, MODEL_ITEM_ENCODER, MODEL_USER_ENCODER, SPLIT_VALID
+from jobs.common.schema import MODEL_FUSION, SPLIT_VALID
 from jobs.common.night import Night
-
-VALID_METRICS_FILE = "valid_metrics.json"
-FUSER_NAMES = (FeatureFusion.name, StackingRanker.name, RRF_NAME)
+from jobs.serving.night_models import (FUSER_NAMES, VALID_METRICS_FILE, load_base_scorers, night_model_dirs,
+                                       with_catalog_mask)
 
 
 def run(night: Night) -> dict:
@@ -106,59 +104,6 @@ def split_by_user(examples, holdout_fraction: float, seed: int):
     holdout_users = np.random.default_rng(seed).permutation(users)[:n_holdout]
     in_holdout = np.isin(examples.user_ids.astype(str), holdout_users)
     return _subset(examples, ~in_holdout), _subset(examples, in_holdout)
-
-
-def load_base_scorers(model_dirs: dict, items_df, n_items: int) -> dict:
-    """Every base model (fusion.BASE_MODELS), checked to share one catalog.
-
-    model_dirs maps user_encoder, item_encoder and baselines to their directories.
-    """
-    from jobs.train.encoder_scorers import load_item_encoder_scorer, load_user_encoder_scorer
-    from jobs.train.train_baselines import load_baselines
-
-    base = {"popularity": PopularityScorer.from_items(items_df, n_items),
-            "user_encoder": load_user_encoder_scorer(model_dirs["user_encoder"]),
-            "item_encoder": load_item_encoder_scorer(model_dirs["item_encoder"]),
-            **load_baselines(model_dirs["baselines"])}
-    for name, scorer in base.items():
-        known = len(scorer.item_vectors) - 1 if hasattr(scorer, "item_vectors") else scorer.n_items
-        if known != n_items:
-            directory = model_dirs.get(name, model_dirs["baselines"])
-            raise ValueError(f"{directory}: {name} knows {known} items, but the items table has "
-                             f"n_items={n_items}; were they trained on another night?")
-    return with_catalog_mask(base, items_df, n_items)
-
-
-def night_model_dirs(config: dict, ds: str) -> dict:
-    """The model directories of night ds that load_base_scorers / load_all_scorers read."""
-    from jobs.common.lake import partition_path
-
-    return {"user_encoder": partition_path(config, MODEL_USER_ENCODER, ds),
-            "item_encoder": partition_path(config, MODEL_ITEM_ENCODER, ds),
-            "baselines": partition_path(config, MODEL_BASELINES, ds),
-            "fusion": partition_path(config, MODEL_FUSION, ds)}
-
-
-def with_catalog_mask(scorers: dict, items_df, n_items: int) -> dict:
-    """Wrap every scorer so items that left tonight's catalog are never recommended."""
-    from jobs.evaluation.metrics import CatalogMaskedScorer
-    from jobs.common.features import catalog_mask
-
-    allowed = catalog_mask(items_df, n_items)
-    if allowed is None:
-        return scorers
-    return {name: CatalogMaskedScorer(scorer, allowed) for name, scorer in scorers.items()}
-
-
-def load_all_scorers(model_dirs: dict, items_df, n_items: int) -> dict:
-    """Every scorer of a night by name: the base models (fusion.BASE_MODELS), fusion_feature,
-    fusion_stacking and fusion_rrf. model_dirs is night_model_dirs() or a bundle's copies."""
-    base = load_base_scorers(model_dirs, items_df, n_items)
-    fusion_dir = model_dirs["fusion"]
-    fusers = {FeatureFusion.name: FeatureFusion.load(os.path.join(fusion_dir, FeatureFusion.name), base),
-              StackingRanker.name: StackingRanker.load(os.path.join(fusion_dir, StackingRanker.name), base),
-              RRF_NAME: RankFusion.load(os.path.join(fusion_dir, RRF_NAME), base)}
-    return {**base, **with_catalog_mask(fusers, items_df, n_items)}
 
 
 def _subset(examples, rows: np.ndarray):

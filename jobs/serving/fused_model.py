@@ -11,7 +11,8 @@ Ids are the shop's raw ids, so champions trained on different nights (different
 vocabularies) are compared and served through the same interface.
 
 The bundle carries every base model and every fusion level; `serving.json` names the
-variant that answers. Loading it needs only this package (logged as code with the model).
+variant that answers. Loading it needs only the jobs modules this one imports, which are
+logged as code with the model (register_and_gate.log_bundle).
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ except ImportError:  # pragma: no cover
     PythonModel = object
 
 from jobs.common import schema
+from jobs.serving.night_models import MODEL_PARTS, load_all_scorers
 
 TYPE_NAMES = {index: name for name, index in schema.EVENT_TYPE_INDEX.items()}
 VIEW_IDX = schema.EVENT_TYPE_INDEX[schema.VIEW]  # the type assumed when a request gives none
-BUNDLE_PARTS = ("user_encoder", "item_encoder", "baselines", "fusion", "items", "serving")
-MODEL_PARTS = ("user_encoder", "item_encoder", "baselines", "fusion")  # as fuse.night_model_dirs
+# The bundle's artifacts: a night's models, its items table and serving.json (the variant).
+BUNDLE_PARTS = (*MODEL_PARTS, "items", "serving")
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +54,6 @@ class Recommender:
 
     @classmethod
     def from_bundle(cls, bundle: dict[str, str]) -> "Recommender":
-        from jobs.fusion.fuse import load_all_scorers
-
         with open(bundle["serving"]) as handle:
             settings = json.load(handle)
         items = pd.read_parquet(bundle["items"]).sort_values(schema.ITEM_IDX)

@@ -11,28 +11,29 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
+from pathlib import Path
 
 import numpy as np
 
 from jobs.common import schema
-from jobs.common.config import REPO_ROOT
-from jobs.evaluation.metrics import mlflow_metric_key
 from jobs.common.lake import partition_path
 from jobs.common.night import Night
+from jobs.common.packaging import JOBS_DIR, copy_closure, module_closure
+from jobs.evaluation.metrics import mlflow_metric_key
 from jobs.serving.fused_model import TYPE_NAMES, FusedRecommenderModel, model_signature, write_serving_settings
+from jobs.serving.night_models import FUSER_NAMES, VALID_METRICS_FILE, night_model_dirs
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 
 
 def choose_variant(config: dict, ds: str) -> str:
     """The fusion variant to serve: the best on the validation fold (never on the test day)."""
-    path = os.path.join(partition_path(config, schema.MODEL_FUSION, ds), "valid_metrics.json")
+    path = os.path.join(night_model_dirs(config, ds)["fusion"], VALID_METRICS_FILE)
     primary = config["mlflow"]["primary_metric"]
     with open(path) as handle:
         valid_metrics = json.load(handle)
-    fusion_variants = {name: m for name, m in valid_metrics.items() if name.startswith("fusion_")}
+    fusion_variants = {name: m for name, m in valid_metrics.items() if name in FUSER_NAMES}
     if not fusion_variants:
         raise ValueError(f"{path} lists no fusion variant")
     return max(sorted(fusion_variants), key=lambda name: fusion_variants[name][primary])
@@ -102,23 +103,29 @@ def score_model(model_uri: str, requests, targets, k: int) -> dict:
 
 
 def log_bundle(config: dict, ds: str, variant: str, input_example) -> str:
-    """Log the pyfunc bundle in the current run; return its model URI."""
+    """Log the pyfunc bundle in the current run; return its model URI.
+
+    The model's code is the closure of the pyfunc's module only (MLflow copies each code
+    path whole into the model's code/ folder and puts that folder first on sys.path when
+    loading), so a copy of just those files, in a jobs/ tree of their own, is logged.
+    """
     import mlflow
 
-    from jobs.fusion.fuse import night_model_dirs
-
     artifacts = {**night_model_dirs(config, ds), "items": partition_path(config, schema.FEATURE_ITEMS, ds)}
-    settings_dir = tempfile.mkdtemp(prefix="fusionrec-serving-")
-    try:
-        artifacts["serving"] = write_serving_settings(settings_dir, variant, config["max_seq_len"])
+    with tempfile.TemporaryDirectory(prefix="fusionrec-serving-") as scratch:
+        artifacts["serving"] = write_serving_settings(scratch, variant, config["max_seq_len"])
+        code = copy_closure(served_code(), JOBS_DIR, os.path.join(scratch, "code"))
         info = mlflow.pyfunc.log_model(
             name="model", python_model=FusedRecommenderModel(), artifacts=artifacts,
-            code_paths=[str(REPO_ROOT / "jobs")], signature=model_signature(config["top_k"]),
+            code_paths=[str(code)], signature=model_signature(config["top_k"]),
             input_example=input_example,
         )
-    finally:
-        shutil.rmtree(settings_dir, ignore_errors=True)
     return info.model_uri
+
+
+def served_code() -> list[Path]:
+    """The jobs files the served model imports: the closure of the pyfunc's module."""
+    return module_closure([FusedRecommenderModel.__module__], JOBS_DIR)
 
 
 def run(night: Night) -> dict:

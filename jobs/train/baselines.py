@@ -464,3 +464,15 @@ def fit_spark_als(spark, sequences: Iterable[np.ndarray], n_items: int, rank: in
     als = ALS(rank=rank, regParam=reg_param, alpha=alpha, maxIter=max_iter, seed=seed, implicitPrefs=True,
               userCol=ALS_USER, itemCol=ITEM_IDX, ratingCol=ALS_COUNT)
     return als.fit(spark.createDataFrame(counts))
+
+
+# The baselines train_baselines saves in a night's baselines directory (POP has no file: it
+# comes from the items table).
+SAVED_BASELINES = (SessionPopularityScorer, ItemKNNScorer, ALSScorer)
+
+
+def load_baselines(model_dir: str) -> dict:
+    """{name: scorer} from a models/baselines/dt=<ds> directory (or a serving bundle's copy)."""
+    if not os.path.isdir(model_dir):
+        raise FileNotFoundError(f"{model_dir} does not exist: has train_baselines run for this night?")
+    return {cls.name: cls.load(model_dir) for cls in SAVED_BASELINES}

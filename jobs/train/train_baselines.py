@@ -14,15 +14,14 @@ from __future__ import annotations
 import json
 import os
 
-from jobs.train.baselines import (ALSScorer, ItemKNNScorer, SessionPopularityScorer, session_sequences,
-                            training_sequences)
+from jobs.train.baselines import (SAVED_BASELINES, ALSScorer, ItemKNNScorer, SessionPopularityScorer,
+                                  session_sequences, training_sequences)
 from jobs.common.schema import MODEL_BASELINES, SPLIT_TRAIN, SPLIT_VALID
 from jobs.common.night import Night
 
 STAGE = "train_baselines"
 SECTION = "baselines"
-BASELINE_CLASSES = (SessionPopularityScorer, ItemKNNScorer, ALSScorer)
-BASELINE_NAMES = tuple(cls.name for cls in BASELINE_CLASSES)
+BASELINE_NAMES = tuple(cls.name for cls in SAVED_BASELINES)
 CONFIG_FILE = "config.json"
 
 
@@ -39,11 +38,11 @@ def run(night: Night) -> dict:
 
     features = load_features(config, ds)
     settings = config[SECTION]
-    valid = make_examples(features.sequences, SPLIT_VALID, int(config["max_seq_len"]))
+    valid = make_examples(features.sequences, SPLIT_VALID, config["max_seq_len"])
     model_dir = partition_path(config, MODEL_BASELINES, ds)
     with stage_run(config, STAGE, ds):
         scorers = fit_baselines(features.sequences, features.n_items, settings,
-                                spark=get_spark(config), seed=int(config["seed"]))
+                                spark=get_spark(config), seed=config["seed"])
         with replace_partition(model_dir) as staging:
             for scorer in scorers.values():
                 scorer.save(staging)
@@ -76,8 +75,3 @@ def fit_baselines(sequences_df, n_items: int, settings: dict, spark, seed: int =
     }
 
 
-def load_baselines(model_dir: str) -> dict:
-    """{name: scorer} from a models/baselines/dt=<ds> directory (or a serving bundle's copy)."""
-    if not os.path.isdir(model_dir):
-        raise FileNotFoundError(f"{model_dir} does not exist: has train_baselines run for this night?")
-    return {cls.name: cls.load(model_dir) for cls in BASELINE_CLASSES}

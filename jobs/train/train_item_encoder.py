@@ -54,12 +54,12 @@ def run(night: Night) -> dict:
 
     features = load_features(config, ds)
     settings = config[SECTION]
-    item_features = item_feature_arrays(features.items, int(settings["max_title_tokens"]), n_items=features.n_items)
+    item_features = item_feature_arrays(features.items, settings["max_title_tokens"], n_items=features.n_items)
     vocabulary_sizes = {name: vocabulary_size(features.meta, key, item_features[name])
                         for name, key in VOCABULARY_META_KEYS.items()}
     train_pairs = transition_pairs(features.sequences, SPLIT_TRAIN)
     valid_pairs = transition_pairs(features.sequences, SPLIT_VALID)
-    valid = make_examples(features.sequences, SPLIT_VALID, int(config["max_seq_len"]))
+    valid = make_examples(features.sequences, SPLIT_VALID, config["max_seq_len"])
     _require_rows(ds, {"train co-consumption pairs": train_pairs, "valid co-consumption pairs": valid_pairs,
                        "valid examples": valid})
 
@@ -70,7 +70,7 @@ def run(night: Night) -> dict:
         mlflow.log_params({**settings, "n_items": features.n_items, "n_train_pairs": len(train_pairs),
                            "n_valid_pairs": len(valid_pairs)})
         trained = train_item_encoder(item_features, vocabulary_sizes, train_pairs, valid_pairs, valid, settings,
-                                     seed=int(config["seed"]), on_epoch_end=log_epoch_to_mlflow)
+                                     seed=config["seed"], on_epoch_end=log_epoch_to_mlflow)
         cold_start = cold_start_metrics(trained.item_embeddings, features.items, valid_pairs)
         with replace_partition(model_dir) as staging:
             write_model_dir(staging, trained.tower, trained.item_embeddings, model_config,
@@ -108,24 +108,24 @@ def train_item_encoder(item_features: dict[str, np.ndarray], vocabulary_sizes: d
 
     def build_tower():
         return build_item_tower(vocabulary_sizes, item_features[TITLE_TOKENS].shape[1],
-                                int(settings["embedding_dim"]), int(settings["hidden_dim"]))
+                                settings["embedding_dim"], settings["hidden_dim"])
 
     with training_precision():
         tower = build_tower()
-        model = PairContrastiveModel(tower, item_features, float(settings["temperature"]),
-                                     popularity_dropout=float(settings["popularity_dropout"]), seed=seed)
-        model.compile(optimizer=keras.optimizers.Adam(float(settings["learning_rate"])))
+        model = PairContrastiveModel(tower, item_features, settings["temperature"],
+                                     popularity_dropout=settings["popularity_dropout"], seed=seed)
+        model.compile(optimizer=keras.optimizers.Adam(settings["learning_rate"]))
 
         def valid_recall() -> float:
-            scorer = item_encoder_scorer(embed_catalog(tower, item_features), float(settings["recency_decay"]))
+            scorer = item_encoder_scorer(embed_catalog(tower, item_features), settings["recency_decay"])
             return recall_at_k(scorer, valid.items, valid.types, valid.targets, VALID_RECALL_K)
 
-        batch_size = int(settings["batch_size"])
+        batch_size = settings["batch_size"]
         history = fit_with_early_stopping(
             model, make_dataset(train_pairs.astype(np.int32), batch_size, seed=seed),
             make_dataset(valid_pairs.astype(np.int32), batch_size),
-            epochs=int(settings["epochs"]), patience=int(settings["patience"]), valid_recall=valid_recall,
-            on_epoch_end=on_epoch_end, max_train_minutes=settings.get("max_train_minutes"))
+            epochs=settings["epochs"], patience=settings["patience"], valid_recall=valid_recall,
+            on_epoch_end=on_epoch_end, max_train_minutes=settings["max_train_minutes"])
     exported = copy_to_float32(build_tower, tower)
     return TrainedItemEncoder(exported, embed_catalog(exported, item_features), history)
 

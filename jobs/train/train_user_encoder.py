@@ -30,7 +30,6 @@ ARCHITECTURES = (ARCHITECTURE_GRU, ARCHITECTURE_SASREC)
 LOSS_FULL_SOFTMAX = "full_softmax"
 LOSS_SAMPLED_SOFTMAX = "sampled_softmax"
 LOSSES = (LOSS_FULL_SOFTMAX, LOSS_SAMPLED_SOFTMAX)
-DEFAULT_NUM_SAMPLED_NEGATIVES = 512
 
 
 @dataclass
@@ -46,7 +45,7 @@ def run(night: Night) -> dict:
     config, ds = night.config, night.ds
 
     features = load_features(config, ds)
-    max_len = int(config["max_seq_len"])
+    max_len = config["max_seq_len"]
     train = make_examples(features.sequences, SPLIT_TRAIN, max_len)
     valid = make_examples(features.sequences, SPLIT_VALID, max_len)
     _require_examples(train, "train", ds)
@@ -62,7 +61,7 @@ def run(night: Night) -> dict:
     with stage_run(config, STAGE, ds):
         mlflow.log_params({**settings, **sizes, "n_train_examples": len(train), "n_valid_examples": len(valid)})
         trained = train_user_encoder(train, valid, sizes["n_items"], sizes["n_event_types"], settings,
-                                     seed=int(config["seed"]), on_epoch_end=log_epoch_to_mlflow)
+                                     seed=config["seed"], on_epoch_end=log_epoch_to_mlflow)
         model_config = {**settings, **sizes, "seed": config["seed"], "ds": ds}
         with replace_partition(model_dir) as staging:
             write_model_dir(staging, trained.encoder, trained.item_embeddings, model_config, trained.history)
@@ -81,8 +80,8 @@ def train_user_encoder(train: Examples, valid: Examples, n_items: int, n_event_t
                        seed: int, on_epoch_end: EpochLogger | None = None) -> TrainedUserEncoder:
     """Fit the configured encoder (GRU or SASRec) with the configured loss; early-stop on the valid examples.
 
-    settings: the user_encoder config section; "loss" is full_softmax (when absent) or
-    sampled_softmax (with "num_sampled_negatives", 512 when absent). on_epoch_end(epoch,
+    settings: the whole user_encoder config section (jobs/common/config.py); "loss" is
+    full_softmax or sampled_softmax (with "num_sampled_negatives"). on_epoch_end(epoch,
     logs) sees every epoch's loss, val_loss and val_recall_at_20. val_loss is the
     full-softmax loss under either training loss (see SampledSoftmaxTrainer).
     """
@@ -90,10 +89,10 @@ def train_user_encoder(train: Examples, valid: Examples, n_items: int, n_event_t
 
     from jobs.train.models.user_encoder import item_table
 
-    loss = settings.get("loss", LOSS_FULL_SOFTMAX)
+    loss = settings["loss"]
     if loss not in LOSSES:
         raise ValueError(f"user_encoder.loss must be one of {', '.join(LOSSES)}, got {loss!r}")
-    num_sampled_negatives = int(settings.get("num_sampled_negatives", DEFAULT_NUM_SAMPLED_NEGATIVES))
+    num_sampled_negatives = settings["num_sampled_negatives"]
     if num_sampled_negatives < 0:
         raise ValueError(f"user_encoder.num_sampled_negatives must be >= 0 (0: in-batch negatives only), "
                          f"got {num_sampled_negatives}")
@@ -108,21 +107,21 @@ def train_user_encoder(train: Examples, valid: Examples, n_items: int, n_event_t
         model, compiled_loss = training_model(encoder, loss, train.targets, n_items, num_sampled_negatives, seed)
         # XLA fuses the GRU's per-step ops: about 1.5-2x faster per epoch on CPU (measured at
         # the small scale); Keras' "auto" leaves it off for recurrent models.
-        model.compile(optimizer=keras.optimizers.Adam(float(settings["learning_rate"])), loss=compiled_loss,
+        model.compile(optimizer=keras.optimizers.Adam(settings["learning_rate"]), loss=compiled_loss,
                       jit_compile=True)
 
         def valid_recall() -> float:
             scorer = user_encoder_scorer(encoder, item_table(encoder))
             return recall_at_k(scorer, valid.items, valid.types, valid.targets, VALID_RECALL_K, gaps=valid.gaps)
 
-        batch_size = int(settings["batch_size"])
+        batch_size = settings["batch_size"]
         history = fit_with_early_stopping(
             model,
             make_dataset(_model_inputs(encoder, train), batch_size, seed=seed, targets=train.targets),
             make_dataset(_model_inputs(encoder, valid), batch_size, targets=valid.targets),
-            epochs=int(settings["epochs"]), patience=int(settings["patience"]), valid_recall=valid_recall,
-            on_epoch_end=on_epoch_end, max_train_minutes=settings.get("max_train_minutes"),
-            learning_rate_decay=float(settings.get("learning_rate_decay", 1.0)))
+            epochs=settings["epochs"], patience=settings["patience"], valid_recall=valid_recall,
+            on_epoch_end=on_epoch_end, max_train_minutes=settings["max_train_minutes"],
+            learning_rate_decay=settings["learning_rate_decay"])
     exported = copy_to_float32(build_encoder, encoder)
     return TrainedUserEncoder(exported, item_table(exported), history)
 
@@ -147,11 +146,11 @@ def training_model(encoder, loss: str, train_targets: np.ndarray, n_items: int, 
 
 
 def build_encoder_from_settings(settings: dict, n_items: int, n_event_types: int, max_len: int):
-    """The encoder named by settings["architecture"] ("gru" when absent), with its optional keys' defaults."""
+    """The encoder named by settings["architecture"], cosine logits when settings["logit_scale"] > 0."""
     from jobs.train.models.user_encoder import with_cosine_logits
 
     encoder = _build_architecture(settings, n_items, n_event_types, max_len)
-    logit_scale = float(settings.get("logit_scale") or 0.0)
+    logit_scale = settings["logit_scale"]
     if logit_scale < 0:
         raise ValueError(f"user_encoder.logit_scale must be >= 0 (0: dot-product logits), got {logit_scale}")
     return with_cosine_logits(encoder, logit_scale) if logit_scale > 0 else encoder
@@ -161,15 +160,13 @@ def _build_architecture(settings: dict, n_items: int, n_event_types: int, max_le
     from jobs.train.models import sasrec
     from jobs.train.models.user_encoder import build_user_encoder
 
-    architecture = settings.get("architecture", ARCHITECTURE_GRU)
-    embedding_dim, hidden_dim = int(settings["embedding_dim"]), int(settings["hidden_dim"])
-    time_gaps = bool(settings.get("time_gaps", True))
+    architecture = settings["architecture"]
+    embedding_dim, hidden_dim, time_gaps = settings["embedding_dim"], settings["hidden_dim"], settings["time_gaps"]
     if architecture == ARCHITECTURE_GRU:
         return build_user_encoder(n_items, n_event_types, max_len, embedding_dim, hidden_dim, time_gaps=time_gaps)
     if architecture == ARCHITECTURE_SASREC:
         return sasrec.build_sasrec_encoder(
             n_items, n_event_types, max_len, embedding_dim, hidden_dim,
-            num_blocks=int(settings.get("num_blocks", sasrec.DEFAULT_NUM_BLOCKS)),
-            num_heads=int(settings.get("num_heads", sasrec.DEFAULT_NUM_HEADS)),
-            dropout=float(settings.get("dropout", sasrec.DEFAULT_DROPOUT)), time_gaps=time_gaps)
+            num_blocks=settings["num_blocks"], num_heads=settings["num_heads"], dropout=settings["dropout"],
+            time_gaps=time_gaps)
     raise ValueError(f"user_encoder.architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}")

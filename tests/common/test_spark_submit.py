@@ -23,22 +23,44 @@ DAY = "2026-11-27"
 
 # --- The zip ---------------------------------------------------------------------------------
 
-def test_the_zip_holds_every_jobs_module_and_imports_in_a_fresh_python(tmp_path):
+# What the Spark stages (clean, denoise, normalize_features, train_baselines) and the CLI that
+# runs them import, written out by hand: helpers included, packages' __init__.py on the way.
+ZIP_MUST_HOLD = {
+    "jobs/__init__.py", "jobs/pipeline.py",
+    "jobs/common/__init__.py", "jobs/common/night.py", "jobs/common/lake.py", "jobs/common/schema.py",
+    "jobs/common/spark_io.py", "jobs/common/spark_session.py", "jobs/common/features.py",
+    "jobs/etl/__init__.py", "jobs/etl/clean.py", "jobs/etl/denoise.py", "jobs/etl/normalize_features.py",
+    "jobs/etl/privacy.py", "jobs/etl/sessionize.py", "jobs/etl/vocabulary.py",
+    "jobs/train/__init__.py", "jobs/train/train_baselines.py", "jobs/train/baselines.py",
+    "jobs/evaluation/__init__.py", "jobs/evaluation/metrics.py",
+}
+# Stages without Spark (TensorFlow training, fusion, serving) and what only they import.
+ZIP_MUST_NOT_HOLD = ("jobs/train/train_user_encoder.py", "jobs/train/train_item_encoder.py",
+                     "jobs/train/encoder_scorers.py", "jobs/train/models/", "jobs/fusion/", "jobs/serving/",
+                     "jobs/etl/ingest.py", "jobs/etl/validate.py", "devtools/", "bench/")
+
+
+def test_the_zip_holds_only_what_the_spark_stages_import_and_they_import_from_it_alone(tmp_path):
     package = submit.package_jobs(tmp_path)
 
     names = zipfile.ZipFile(package).namelist()
-    expected = sorted(path.relative_to(submit.JOBS_DIR.parent).as_posix()
-                      for path in submit.JOBS_DIR.rglob("*.py") if "__pycache__" not in path.parts)
-    assert names == expected  # .py files only, sorted, subpackages included
-    assert {"jobs/__init__.py", "jobs/etl/clean.py", "jobs/pipeline.py", "jobs/fusion/__init__.py"} <= set(names)
-    # A fresh interpreter outside the checkout, with nothing but the zip on its path.
+    assert names == sorted(names) and all(name.startswith("jobs/") and name.endswith(".py") for name in names)
+    assert ZIP_MUST_HOLD <= set(names), sorted(ZIP_MUST_HOLD - set(names))
+    assert [name for name in names if name.startswith(ZIP_MUST_NOT_HOLD)] == []
+    # A fresh interpreter outside the checkout, with nothing but the zip on its path: every
+    # Spark stage imports (through the CLI's own lookup), a TensorFlow stage does not exist.
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    probe = (f"import sys; sys.path.insert(0, {package!r}); import jobs.etl.clean, jobs.pipeline; "
-             "print(jobs.etl.clean.__file__)")
+    probe = (f"import sys; sys.path.insert(0, {package!r}); import jobs.pipeline as p\n"
+             "for stage in p.STAGES:\n"
+             "    if stage.uses_spark: print(p.stage_module(stage.name).__file__)\n"
+             "try:\n    import jobs.train.train_user_encoder\nexcept ModuleNotFoundError: print('no encoder')\n")
     completed = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True,
                                text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
-    assert completed.stdout.strip() == os.path.join(package, "jobs", "etl", "clean.py")
+    assert completed.stdout.splitlines() == [
+        os.path.join(package, "jobs", *module) for module in (
+            ("etl", "clean.py"), ("etl", "denoise.py"), ("etl", "normalize_features.py"),
+            ("train", "train_baselines.py"))] + ["no encoder"]
 
 
 def test_the_zip_is_deterministic_and_rebuilt_only_when_a_source_changes(tmp_path, monkeypatch):
@@ -109,13 +131,19 @@ def test_spark_home_picks_the_spark_submit_and_a_missing_one_is_named(tmp_path, 
 
 
 def test_submit_args_must_be_a_list_of_strings(tmp_path):
-    with pytest.raises(ValueError, match="spark.submit_args must be a list of strings"):
-        submit.spark_submit_command(submit_config(tmp_path, submit_args="--deploy-mode client"),
-                                    "clean", DAY, "/tmp/night.json", "/tmp/r.json")
+    # The typed config refuses it when resolved, before any command is built.
+    with pytest.raises(ValueError, match="config spark.submit_args: expected a list, got '--deploy-mode client'"):
+        submit_config(tmp_path, submit_args="--deploy-mode client")
+    with pytest.raises(ValueError, match=r"config spark.submit_args.1: expected a string, got 2"):
+        submit_config(tmp_path, submit_args=["--executor-cores", 2])
 
 
 def test_an_unknown_deploy_mode_is_named(tmp_path):
-    config = submit_config(tmp_path, deploy="yarn")
+    with pytest.raises(ValueError, match="config spark.deploy: input should be 'in_process' or 'spark_submit', "
+                                         "got 'yarn'"):
+        submit_config(tmp_path, deploy="yarn")
+    # A config dict built by hand (not resolved) is still checked before anything runs.
+    config = dict(submit_config(tmp_path), spark=dict(submit_config(tmp_path)["spark"], deploy="yarn"))
     with pytest.raises(ValueError, match="spark.deploy .* is 'yarn'; choose one of in_process, spark_submit"):
         stages.run_night_stage("clean", Night.plan(config, DAY, [DAY]))
 

@@ -77,3 +77,13 @@ def test_parsing_the_dag_imports_no_heavy_library():
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_dag_params_are_the_trigger_params_declared_with_the_config(dagbag):
+    from jobs.common.config import trigger_params
+
+    params = dagbag.dags["recsys_nightly"].params
+    declared = trigger_params()
+    assert list(params.keys()) == list(declared)
+    assert {name: params.get_param(name).schema for name in params} == {
+        name: param.schema for name, param in declared.items()}

@@ -236,8 +236,16 @@ def test_min_support_stops_at_the_round_cap(spark):
     assert_split(spark, MIN_SUPPORT_ROWS, removed, **MIN_SUPPORT, min_support_max_rounds=2)
 
 
-def test_rules_from_config_fills_defaults_and_rejects_unknown_keys():
-    rules = denoise.rules_from_config({"bot_max_events_per_minute": 5, "min_item_events": None})
-    assert rules == {**denoise.DEFAULTS, "bot_max_events_per_minute": 5, "min_item_events": None}
-    with pytest.raises(ValueError, match=r"config denoise: unknown keys \['bot_max_per_minute'\]"):
-        denoise.rules_from_config({"bot_max_per_minute": 5})
+def test_the_denoise_config_section_is_label_noises_keywords():
+    # run() calls label_noise(events, **config["denoise"]): every key must be a keyword.
+    import inspect
+
+    from jobs.common.config import resolve_config
+
+    keywords = [name for name, parameter in inspect.signature(denoise.label_noise).parameters.items()
+                if parameter.kind is inspect.Parameter.KEYWORD_ONLY]
+    rules = resolve_config({"denoise": {"bot_max_events_per_minute": 5, "min_item_events": None}}, environ={})["denoise"]
+    assert list(rules) == keywords
+    assert rules["bot_max_events_per_minute"] == 5 and rules["min_item_events"] is None  # None: the rule is off
+    with pytest.raises(ValueError, match="config denoise.bot_max_per_minute: unknown key"):
+        resolve_config({"denoise": {"bot_max_per_minute": 5}}, environ={})

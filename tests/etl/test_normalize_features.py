@@ -205,14 +205,14 @@ def test_session_sequences_split_a_users_events_by_session(spark):
 def test_plan_splits_uses_the_dates_present_in_the_window():
     available = ["2026-11-20", "2026-11-23", TRAIN_DAY, VALID_DAY, TEST_DAY]
     # A 5-day window ends at TEST_DAY and starts at 11-23, so 11-20 is out; 11-24 is missing.
-    assert normalize.plan_splits(TEST_DAY, 5, available) == normalize.SplitDates(
+    assert normalize.plan_splits(TEST_DAY, 5, available, 1, 1) == normalize.SplitDates(
         train=["2026-11-23", TRAIN_DAY], valid=[VALID_DAY], test=[TEST_DAY])
     with pytest.raises(ValueError, match="logical date 2026-11-28"):
-        normalize.plan_splits("2026-11-28", 5, available)
+        normalize.plan_splits("2026-11-28", 5, available, 1, 1)
     with pytest.raises(ValueError, match="at least 3"):
-        normalize.plan_splits(TEST_DAY, 2, available)
+        normalize.plan_splits(TEST_DAY, 2, available, 1, 1)
     with pytest.raises(ValueError, match=f"validation day {VALID_DAY}"):
-        normalize.plan_splits(TEST_DAY, 5, [TRAIN_DAY, "2026-11-23", TEST_DAY])
+        normalize.plan_splits(TEST_DAY, 5, [TRAIN_DAY, "2026-11-23", TEST_DAY], 1, 1)
 
 
 def test_plan_splits_gives_the_last_days_to_test_and_the_days_before_to_valid():
@@ -239,11 +239,9 @@ def test_plan_splits_rejects_split_settings_that_leave_no_train_day():
                                          r"window_days \(8\)"):
         normalize.plan_splits(TEST_DAY, 8, available, valid_days=3, test_days=5)
     with pytest.raises(ValueError, match="split.test_days must be a whole number of days >= 1, got 0"):
-        normalize.plan_splits(TEST_DAY, 8, available, test_days=0)
+        normalize.plan_splits(TEST_DAY, 8, available, valid_days=1, test_days=0)
     with pytest.raises(ValueError, match="split.valid_days must be a whole number of days >= 1, got True"):
-        normalize.split_days({"split": {"valid_days": True, "test_days": 1}})
-    # A config file written before the split section gets today's one-day splits.
-    assert normalize.split_days({}) == {"valid_days": 1, "test_days": 1}
+        normalize.plan_splits(TEST_DAY, 8, available, valid_days=True, test_days=1)
 
 
 def write_catalog(config, ds, rows):

@@ -3,6 +3,7 @@ intervals, the report files and the popularity baseline, on hand-made scores."""
 
 import json
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -195,7 +196,6 @@ def test_markdown_report_sorts_models_by_the_primary_metric():
         "| popularity | 0.5000 | 0.2000 |",
     ]
     config = {"mlflow": {"primary_metric": "ndcg@20"}}
-    assert report_ks(config) == (1, 5, 10, 20)  # a config without evaluation.ks gets the report default
     assert report_ks(dict(config, evaluation={"ks": [20]})) == (20,)
     assert report_ks(dict(config, evaluation={"ks": [10, 1, 5]})) == (1, 5, 10, 20)
 
@@ -344,35 +344,35 @@ def test_an_empty_segment_reports_only_its_size():
     segments = example_segments(examples, segment_sequences(), SPLIT_TEST, long_history_min_events=4)
     assert segment_metrics(np.ones(4, dtype=int), segments, ks=(1,))["long_history"] == {"n_examples": 0}
     with pytest.raises(ValueError, match="lack column 'split'"):
-        example_segments(examples, segment_sequences().drop(columns=[SPLIT]), SPLIT_TEST)
+        example_segments(examples, segment_sequences().drop(columns=[SPLIT]), SPLIT_TEST, long_history_min_events=4)
 
 
 # --- bootstrap confidence intervals ------------------------------------------------------------
 
 def test_bootstrap_of_equal_contributions_has_zero_width():
-    intervals = bootstrap_intervals({"recall@20": np.full(7, 0.25)}, resamples=50, seed=3)
+    intervals = bootstrap_intervals({"recall@20": np.full(7, 0.25)}, resamples=50, confidence=0.95, seed=3)
     assert intervals == {"recall@20": (0.25, 0.25)}
 
 
 def test_bootstrap_bounds_of_a_two_example_vector():
     # Resampling [0, 1] gives means 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4: about 50 of the
     # 200 resample means are 0 and 50 are 1, so the 2.5% and 97.5% percentiles are 0 and 1.
-    assert bootstrap_intervals({"m": np.array([0.0, 1.0])}, resamples=200, seed=0) == {"m": (0.0, 1.0)}
+    assert bootstrap_intervals({"m": np.array([0.0, 1.0])}, resamples=200, confidence=0.95, seed=0) == {"m": (0.0, 1.0)}
 
 
 def test_bootstrap_interval_of_a_coin_matches_the_normal_approximation():
     # 400 examples, half hits: standard error sqrt(0.25 / 400) = 0.025, so the 95% interval is
     # about 0.5 +- 1.96 * 0.025 = 0.451..0.549 (200 resamples estimate it to about +-0.01).
-    low, high = bootstrap_intervals({"m": np.tile([0.0, 1.0], 200)}, resamples=200, seed=42)["m"]
+    low, high = bootstrap_intervals({"m": np.tile([0.0, 1.0], 200)}, resamples=200, confidence=0.95, seed=42)["m"]
     assert 0.43 < low < 0.47 and 0.53 < high < 0.57
 
 
 def test_bootstrap_resamples_are_paired_across_metrics_and_seeded():
     base = np.array([0.0, 1.0, 0.0, 0.0, 1.0, 0.5])
-    intervals = bootstrap_intervals({"a": base, "b": base + 0.1}, resamples=100, seed=7)
+    intervals = bootstrap_intervals({"a": base, "b": base + 0.1}, resamples=100, confidence=0.95, seed=7)
     # The same examples are drawn for both vectors, so b's interval is a's shifted by 0.1.
     assert np.array(intervals["b"]) == pytest.approx(np.array(intervals["a"]) + 0.1)
-    assert bootstrap_intervals({"a": base}, resamples=100, seed=7)["a"] == intervals["a"]
+    assert bootstrap_intervals({"a": base}, resamples=100, confidence=0.95, seed=7)["a"] == intervals["a"]
     assert intervals["a"][0] < base.mean() < intervals["a"][1]
 
 
@@ -382,19 +382,19 @@ def test_by_user_bootstrap_draws_whole_users_and_widens_the_interval():
     # percentiles of 400 resamples are 0 and 1. Drawing the 4 examples one by one instead, a
     # mean of 0 needs four misses in a row (1/256 < 2.5%): the interval starts higher.
     hits, users = np.array([1.0, 1.0, 1.0, 0.0]), np.array(["a", "a", "a", "b"])
-    by_user = bootstrap_intervals({"m": hits}, resamples=400, seed=0, groups=users)["m"]
-    by_example = bootstrap_intervals({"m": hits}, resamples=400, seed=0)["m"]
+    by_user = bootstrap_intervals({"m": hits}, resamples=400, confidence=0.95, seed=0, groups=users)["m"]
+    by_example = bootstrap_intervals({"m": hits}, resamples=400, confidence=0.95, seed=0)["m"]
     assert by_user == (0.0, 1.0)
     assert by_example[0] > 0.0
     with pytest.raises(ValueError, match="one group per example"):
-        bootstrap_intervals({"m": hits}, groups=users[:3])
+        bootstrap_intervals({"m": hits}, resamples=10, confidence=0.95, seed=0, groups=users[:3])
 
 
 def test_bootstrap_rejects_bad_input():
     with pytest.raises(ValueError, match="non-empty and finite"):
-        bootstrap_intervals({"m": np.array([0.5, np.nan])})
+        bootstrap_intervals({"m": np.array([0.5, np.nan])}, resamples=10, confidence=0.95, seed=0)
     with pytest.raises(ValueError, match="0 < confidence < 1"):
-        bootstrap_intervals({"m": np.ones(3)}, confidence=95)
+        bootstrap_intervals({"m": np.ones(3)}, resamples=10, confidence=95, seed=0)
 
 
 # --- the evaluate job's report files ----------------------------------------------------------
@@ -442,32 +442,24 @@ def test_report_files_keep_metrics_json_and_add_details_columns_and_mlflow_keys(
     assert flat["segment.new_users.n_examples"] == 1
 
 
-def test_evaluation_settings_name_the_bad_key():
+def test_evaluation_settings_add_the_primary_cutoff_and_the_seed():
+    from jobs.common.config import resolve_config
     from jobs.evaluation.evaluate import evaluation_settings
 
-    config = {"seed": 42, "mlflow": {"primary_metric": "ndcg@20"}}
-    assert evaluation_settings(config) == {"ks": [1, 5, 10, 20], "exclude_seen": False, "long_history_min_events": 5,
+    config = resolve_config({"evaluation": {"ks": [5, 1]}, "seed": 7}, environ={})
+    assert evaluation_settings(config) == {"ks": [1, 5, 20], "exclude_seen": False, "long_history_min_events": 5,
                                            "bootstrap_resamples": 200, "confidence": 0.95, "bootstrap_unit": "user",
-                                           "seed": 42}
-    with pytest.raises(ValueError, match="evaluation.exclude_seen must be true or false"):
-        evaluation_settings(dict(config, evaluation={"exclude_seen": "yes"}))
-    with pytest.raises(ValueError, match="evaluation.long_history_min_events must be a positive integer"):
-        evaluation_settings(dict(config, evaluation={"long_history_min_events": 0}))
-    with pytest.raises(ValueError, match="evaluation.confidence"):
-        evaluation_settings(dict(config, evaluation={"confidence": 95}))
-    with pytest.raises(ValueError, match="evaluation.bootstrap_unit must be 'user' or 'example'"):
-        evaluation_settings(dict(config, evaluation={"bootstrap_unit": "session"}))
+                                           "seed": 7}
 
 
-def test_items_out_of_the_catalog_are_never_recommended_and_rank_last():
-    # Items 1..4; item 2 left tonight's catalog. Row 0 scores item 2 best, so without the
-    # mask its top 2 would be [2, 3]; masked it is [3, 1], and a target 2 ranks below all 4.
-    items = pd.DataFrame({ITEM_IDX: [1, 2, 3, 4], "in_catalog": [True, False, True, True]})
-    allowed = catalog_mask(items, n_items=4)
-    scorer = CatalogMaskedScorer(MatrixScorer(np.array([[0.0, 0.5, 0.9, 0.7, 0.1]])), allowed)
+@pytest.mark.parametrize("setting, message", [
+    ({"exclude_seen": "yes"}, "config evaluation.exclude_seen: expected true or false, got 'yes'"),
+    ({"long_history_min_events": 0}, "config evaluation.long_history_min_events: input should be greater than or equal to 1"),
+    ({"confidence": 95}, "config evaluation.confidence: input should be less than 1"),
+    ({"bootstrap_unit": "session"}, "config evaluation.bootstrap_unit: input should be 'user' or 'example'"),
+])
+def test_a_bad_evaluation_setting_is_named_when_the_config_is_resolved(setting, message):
+    from jobs.common.config import resolve_config
 
-    assert list(allowed) == [False, True, False, True, True]
-    assert top_k(scorer.score(np.zeros((1, 1), dtype=int), None), 2).tolist() == [[3, 1]]
-    assert scorer.name == "matrix"  # other attributes are the wrapped scorer's
-    assert catalog_mask(items.assign(in_catalog=True), n_items=4) is None  # nothing to mask
-    assert catalog_mask(items.drop(columns="in_catalog"), n_items=4) is None  # an older bundle
+    with pytest.raises(ValueError, match=re.escape(message)):
+        resolve_config({"evaluation": setting}, environ={})

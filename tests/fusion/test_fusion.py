@@ -382,7 +382,7 @@ def test_fuse_then_evaluate_jobs_write_models_reports_and_mlflow_runs(tmp_config
     from jobs.fusion import fuse
     from jobs.common.tracking import configure_mlflow
 
-    config = dict(tmp_config, max_seq_len=4, evaluation={"ks": [1, 5]},
+    config = dict(tmp_config, max_seq_len=4, evaluation={**tmp_config["evaluation"], "ks": [1, 5]},
                   fusion={**tmp_config["fusion"], "candidates_per_model": 4, "feature_fusion_epochs": 2,
                           "rrf_grid_steps": 2})
     write_tiny_night(config)

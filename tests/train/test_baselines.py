@@ -233,12 +233,13 @@ def test_session_sequences_cut_each_users_split_events_at_inactivity_gaps():
 
 
 def test_fitted_baselines_survive_a_save_and_load(tmp_path, spark):
-    from jobs.common.config import DEFAULTS
-    from jobs.train.train_baselines import fit_baselines, load_baselines
+    from jobs.common.config import section_settings
+    from jobs.train.baselines import load_baselines
+    from jobs.train.train_baselines import fit_baselines
 
     walks = [[(start + step) % 9 + 1 for step in range(6)] for start in range(20)]
     sequences = pd.DataFrame({ITEM_IDX: walks, SPLIT: [[0] * 6] * 20, TIMESTAMPS: [list(range(6))] * 20})
-    settings = {**DEFAULTS["baselines"], "als": {**DEFAULTS["baselines"]["als"], "rank": 4, "max_iter": 3}}
+    settings = section_settings("baselines", {"als": {"rank": 4, "max_iter": 3}})
     fitted = fit_baselines(sequences, 9, settings, spark, seed=0)
     for scorer in fitted.values():
         scorer.save(str(tmp_path))

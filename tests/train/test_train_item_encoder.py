@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from jobs.common.config import section_settings
 from jobs.common.night import Night
 from jobs.train.encoder_scorers import item_encoder_scorer, load_item_encoder_scorer, recall_at_k
 from jobs.evaluation.metrics import top_k
@@ -108,9 +109,8 @@ def community_features(n_users: int, seed: int):
     return meta, items, sequences
 
 
-SETTINGS = {"embedding_dim": 16, "hidden_dim": 32, "epochs": 12, "batch_size": 64, "learning_rate": 0.01,
-            "temperature": 0.1, "patience": 12, "max_title_tokens": 16, "recency_decay": 0.8,
-            "popularity_dropout": 0.2}
+SETTINGS = section_settings("item_encoder", {"embedding_dim": 16, "hidden_dim": 32, "epochs": 12, "batch_size": 64,
+                                             "learning_rate": 0.01, "patience": 12})
 
 
 def test_cold_item_lands_beside_its_twin_and_its_group():

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from jobs.common.config import section_settings
 from jobs.common.night import Night
 from jobs.train.encoder_scorers import load_user_encoder_scorer, recall_at_k, user_encoder_scorer
 from jobs.common.features import make_examples, write_features
@@ -174,6 +175,12 @@ def successor_rule_sequences(n_items: int, n_users: int, length: int, seed: int)
     })
 
 
+def toy_settings(overrides: dict) -> dict:
+    """The user_encoder section for the toy rules: a GRU with dot-product logits and a constant
+    rate (what the rules were tuned with), then overrides."""
+    return section_settings("user_encoder", {"logit_scale": 0.0, "learning_rate_decay": 1.0, **overrides})
+
+
 def train_on_successor_rule(n_items: int, n_users: int, settings: dict):
     """(trained encoder, train examples, valid examples, the encoder's valid recall@1) on a walk."""
     from jobs.train.encoder_scorers import user_encoder_scorer
@@ -182,7 +189,7 @@ def train_on_successor_rule(n_items: int, n_users: int, settings: dict):
     sequences = successor_rule_sequences(n_items, n_users=n_users, length=6, seed=1)
     train = make_examples(sequences, SPLIT_TRAIN, max_len=4)
     valid = make_examples(sequences, SPLIT_VALID, max_len=4)
-    settings = {"embedding_dim": 16, "hidden_dim": 16, "learning_rate": 0.02, **settings}
+    settings = toy_settings({"embedding_dim": 16, "hidden_dim": 16, "learning_rate": 0.02, **settings})
     trained = train_user_encoder(train, valid, n_items, N_EVENT_TYPES, settings, seed=7)
     recall = recall_at_k(user_encoder_scorer(trained.encoder, trained.item_embeddings),
                          valid.items, valid.types, valid.targets, k=1)
@@ -224,14 +231,10 @@ def test_sampled_softmax_learns_the_successor_rule_and_reports_the_full_softmax_
 
 
 def test_unknown_loss_names_the_setting_and_the_choices():
-    from jobs.train.train_user_encoder import train_user_encoder
-
-    sequences = successor_rule_sequences(6, n_users=4, length=4, seed=0)
-    train = make_examples(sequences, SPLIT_TRAIN, max_len=3)
-    settings = {"embedding_dim": 4, "hidden_dim": 4, "epochs": 1, "batch_size": 4, "learning_rate": 0.01,
-                "patience": 1, "loss": "bpr"}
-    with pytest.raises(ValueError, match=r"user_encoder\.loss must be one of full_softmax, sampled_softmax, got 'bpr'"):
-        train_user_encoder(train, train, 6, N_EVENT_TYPES, settings, seed=0)
+    # The typed config refuses it when the settings are resolved, before any training.
+    with pytest.raises(ValueError, match=r"config user_encoder\.loss: input should be 'full_softmax' or "
+                                         r"'sampled_softmax', got 'bpr'"):
+        toy_settings({"loss": "bpr"})
 
 
 def tiny_catalog(n_items: int) -> pd.DataFrame:
@@ -366,8 +369,8 @@ def test_the_encoder_learns_a_rule_that_only_time_gaps_reveal():
     sequences = gap_rule_sequences(n_items, n_users=300, seed=4)
     train = make_examples(sequences, SPLIT_TRAIN, max_len=3)
     valid = make_examples(sequences, SPLIT_VALID, max_len=3)
-    settings = {"embedding_dim": 16, "hidden_dim": 16, "learning_rate": 0.02, "epochs": 12, "batch_size": 64,
-                "patience": 12}
+    settings = toy_settings({"embedding_dim": 16, "hidden_dim": 16, "learning_rate": 0.02, "epochs": 12,
+                             "batch_size": 64, "patience": 12})
 
     def valid_recall_at_1(time_gaps: bool) -> float:
         trained = train_user_encoder(train, valid, n_items, N_EVENT_TYPES, {**settings, "time_gaps": time_gaps},

@@ -10,6 +10,7 @@ from jobs.train.models.training import write_model_dir
 from jobs.train.models.user_encoder import (
     ITEM_EMBEDDING_LAYER, PAD_LOGIT, SampledSoftmaxTrainer, ScaledUnitVector, TiedItemLogits, item_table,
 )
+from jobs.common.config import section_settings
 from jobs.common.schema import N_EVENT_TYPES
 from jobs.train.train_user_encoder import build_encoder_from_settings
 from tests.train.test_train_user_encoder import train_on_successor_rule
@@ -19,8 +20,9 @@ TABLE = np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 5.0]], dtype=np.float32)
 
 
 def cosine_encoder(logit_scale: float):
-    encoder = build_encoder_from_settings({"architecture": "gru", "embedding_dim": 2, "hidden_dim": 2,
-                                           "logit_scale": logit_scale}, 2, N_EVENT_TYPES, 3)
+    settings = section_settings("user_encoder", {"architecture": "gru", "embedding_dim": 2, "hidden_dim": 2,
+                                                 "logit_scale": logit_scale})
+    encoder = build_encoder_from_settings(settings, 2, N_EVENT_TYPES, 3)
     encoder.get_layer(ITEM_EMBEDDING_LAYER).set_weights([TABLE])
     return encoder
 

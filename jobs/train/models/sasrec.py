@@ -28,9 +28,6 @@ from jobs.train.models.user_encoder import GAP_EMBEDDING_LAYER, ITEM_EMBEDDING_L
 from jobs.common.schema import N_GAP_BUCKETS
 
 SEQUENCE_STATES_LAYER = "sequence_states"  # [n, L, d] before the last position is taken (tests read it)
-DEFAULT_NUM_BLOCKS = 2
-DEFAULT_NUM_HEADS = 1
-DEFAULT_DROPOUT = 0.2
 _PACKAGE = "fusionrec"
 
 
@@ -114,8 +111,7 @@ class LastPosition(layers.Layer):
 
 
 def build_sasrec_encoder(n_items: int, n_event_types: int, max_len: int, embedding_dim: int, hidden_dim: int,
-                         num_blocks: int = DEFAULT_NUM_BLOCKS, num_heads: int = DEFAULT_NUM_HEADS,
-                         dropout: float = DEFAULT_DROPOUT, time_gaps: bool = True) -> keras.Model:
+                         num_blocks: int, num_heads: int, dropout: float, time_gaps: bool) -> keras.Model:
     """Encoder: items, types[, gaps] int32 [n, L] (L <= max_len) -> user vector [n, embedding_dim].
 
     hidden_dim is the feed-forward width; embedding_dim must be divisible by num_heads.

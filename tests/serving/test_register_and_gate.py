@@ -1,0 +1,65 @@
+"""register_and_gate.log_bundle: the served model carries only the code it imports, and that is enough."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from jobs.common.night import Night
+from tests.fusion.test_fusion import DS, write_tiny_night
+
+# Run in a fresh interpreter: `jobs` must not be importable before the model puts its code on sys.path.
+LOAD_AND_PREDICT = """
+import importlib.util, json, sys
+
+import mlflow.pyfunc
+import pandas as pd
+
+importable_before = importlib.util.find_spec("jobs") is not None
+model = mlflow.pyfunc.load_model(sys.argv[1])
+predictions = model.predict(pd.DataFrame({"history": [["sku1", "sku2", "sku3"]]}), params={"k": 3})
+print(json.dumps({"importable_before": importable_before,
+                  "fused_model": sys.modules["jobs.serving.fused_model"].__file__,
+                  "item_ids": list(predictions["item_ids"][0])}))
+"""
+
+
+def logged_model(config, tmp_path) -> Path:
+    """Fit tonight's fusers on the tiny night, log the bundle and download it to tmp_path/model."""
+    import mlflow
+
+    from jobs.common.tracking import configure_mlflow
+    from jobs.fusion import fuse
+    from jobs.serving.register_and_gate import log_bundle, request_frame
+
+    write_tiny_night(config)
+    fuse.run(Night.plan(config, DS))
+    configure_mlflow(config)
+    with mlflow.start_run():
+        model_uri = log_bundle(config, DS, "fusion_rrf", request_frame([["sku1", "sku2"]], [["view", "click"]]))
+    return Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(tmp_path / "model")))
+
+
+def test_the_logged_model_carries_only_the_served_code_and_loads_with_nothing_else(tmp_config, tmp_path):
+    config = dict(tmp_config, max_seq_len=4, top_k=5,
+                  fusion={**tmp_config["fusion"], "candidates_per_model": 4, "feature_fusion_epochs": 1,
+                          "rrf_grid_steps": 2})
+    model_dir = logged_model(config, tmp_path)
+
+    code = sorted(path.relative_to(model_dir / "code").as_posix() for path in (model_dir / "code").rglob("*.py"))
+    assert {"jobs/__init__.py", "jobs/serving/fused_model.py", "jobs/serving/night_models.py",
+            "jobs/fusion/decision_level.py", "jobs/train/encoder_scorers.py"} <= set(code)
+    assert [name for name in code if name.startswith(("jobs/etl/", "jobs/train/train_", "jobs/fusion/fuse.py",
+                                                      "jobs/serving/register_and_gate.py", "devtools/",
+                                                      "bench/"))] == []
+    assert all(name.startswith("jobs/") for name in code)
+
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    completed = subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, str(model_dir)], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    outcome = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert outcome["importable_before"] is False
+    assert outcome["fused_model"] == str(model_dir / "code" / "jobs" / "serving" / "fused_model.py")
+    assert len(outcome["item_ids"]) == 3 and set(outcome["item_ids"]) <= {f"sku{i}" for i in range(1, 13)}
