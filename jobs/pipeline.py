@@ -53,6 +53,7 @@ STAGES = (
     Stage("evaluate"),
     Stage("register_and_gate"),
     Stage("batch_recommend"),
+    Stage("publish_serving"),  # into the shop's stores (serving_store.targets), switched atomically
 )
 STAGE_ORDER = tuple(stage.name for stage in STAGES)
 STAGE_BY_NAME = {stage.name: stage for stage in STAGES}
@@ -87,6 +88,8 @@ def stage_module(name: str) -> ModuleType:
         from jobs.serving import register_and_gate as module
     elif name == "batch_recommend":
         from jobs.serving import batch_recommend as module
+    elif name == "publish_serving":
+        from jobs.serving import publish_serving as module
     else:
         raise ValueError(f"unknown stage {name!r}; known: {', '.join(STAGE_ORDER)}")
     return module

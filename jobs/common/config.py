@@ -253,7 +253,7 @@ class FusionConfig(Section):
     feature_fusion_epochs: int = 10
     feature_fusion_batch_size: int = 256
     feature_fusion_learning_rate: float = 0.01
-    stacking_max_train_examples: int = 20000
+    stacking_max_train_examples: int = 20000  # ~3M candidate rows at C=50: plenty for a handful of weights
     holdout_fraction: float = 0.2  # valid-day users held out to choose the served fusion variant
 
 
@@ -265,6 +265,40 @@ class EvaluationConfig(Section):
     # Resample whole users (their examples are correlated) or single examples.
     bootstrap_unit: Literal["user", "example"] = "user"
     confidence: float = Field(0.95, gt=0.0, lt=1.0)
+
+
+class ServingStoreConfig(Section):
+    """Where publish_serving puts the night's lists for a web shop (jobs/serving/publish_serving.py).
+
+    Each night becomes a new version that goes live only after the checks below pass; until
+    then yesterday's version stays live. The thresholds are sanity checks against a broken
+    night (a collapsed model, wrong item ids), not quality targets: the generated tiny and
+    small demo data clear them by far, and a re-run of the same night scores overlap 1.0.
+    """
+
+    # Any of "sqlite" (a file, no server: the laptop default), "postgres", "redis". Production
+    # sets ["postgres", "redis"]: the shop reads Redis first and the tables as the fallback.
+    targets: list[Literal["sqlite", "postgres", "redis"]] = Field(default_factory=lambda: ["sqlite"], min_length=1)
+    sqlite_path: str | None = None  # default: <home>/serving/serving.db
+    # Addresses and credentials: Airflow connections (or AIRFLOW_CONN_<ID> as a URI outside Airflow).
+    postgres_connection_id: str = "fusionrec_serving_postgres"
+    redis_connection_id: str = "fusionrec_serving_redis"
+    redis_key_prefix: str = "fusionrec"  # keys <prefix>:<version>:user:<id>, pointer <prefix>:live
+    # A version's Redis keys expire after this long: a week outlives versions_kept nightly
+    # versions, and keys of a pipeline that stopped publishing do not linger forever.
+    redis_ttl_s: int = Field(7 * 86400, ge=60)
+    versions_kept: int = Field(3, ge=2)  # the live one and the ones before it (2: yesterday stays for a rollback)
+    similar_items_n: int = Field(20, ge=1)  # similar items per catalog item (batch_recommend)
+    # Every catalog item's list holds at least this many (or the catalog minus the item, if
+    # smaller): the item encoder ranks the whole catalog, so a shorter list means a broken night.
+    min_similar_items: int = Field(10, ge=1)
+    # Mean share of a user's (and an item's) list also in the live version's list, over keys
+    # in both. Lists built from unrelated item ids share about top_k / catalog items (1.3% on
+    # the small demo's 1,500 items); a retrained model on one more day keeps far more.
+    min_overlap_with_previous: float = Field(0.05, ge=0.0, le=1.0)
+    # Distinct recommended items / the most the night could show (catalog items, or users x
+    # top_k if fewer). 5%: only a night that gives nearly everyone the same few items fails.
+    min_catalog_coverage: float = Field(0.05, ge=0.0, le=1.0)
 
 
 class FusionrecConfig(Section):
@@ -293,6 +327,7 @@ class FusionrecConfig(Section):
     baselines: BaselinesConfig = defaults_of(BaselinesConfig)
     fusion: FusionConfig = defaults_of(FusionConfig)
     evaluation: EvaluationConfig = defaults_of(EvaluationConfig)
+    serving_store: ServingStoreConfig = defaults_of(ServingStoreConfig)
 
 
 # Environment variables that map onto config keys (dotted paths).
@@ -336,6 +371,15 @@ def set_dotted(config: dict, dotted_key: str, value) -> None:
 def default_config() -> dict:
     """The built-in defaults as a plain dict (paths derived from home still None)."""
     return FusionrecConfig().model_dump(mode="json", by_alias=True)
+
+
+def default_of(dotted_key: str):
+    """The built-in default of one key, e.g. "fusion.rrf_grid_steps": for library functions
+    whose keyword defaults must be the config's, not a second declaration of it."""
+    value = default_config()
+    for key in dotted_key.split("."):
+        value = value[key]
+    return value
 
 
 def section_settings(name: str, overrides: dict | None = None) -> dict:
@@ -390,6 +434,8 @@ def _with_derived_paths(config: dict) -> dict:
     mlflow_config = config["mlflow"]
     mlflow_config["tracking_uri"] = mlflow_config["tracking_uri"] or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
     mlflow_config["artifact_root"] = mlflow_config["artifact_root"] or str(home / "mlflow" / "artifacts")
+    serving = config["serving_store"]
+    serving["sqlite_path"] = serving["sqlite_path"] or str(home / "serving" / "serving.db")
     return config
 
 

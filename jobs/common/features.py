@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from jobs.common.config import default_of
 from jobs.common.lake import partition_path, replace_partition
 from jobs.common.schema import (
     CATEGORY_IDX, BRAND_IDX, EVENT_TYPE_IDX, FEATURE_ITEMS, FEATURE_META, FEATURE_SEQUENCES, GAP_BUCKET_EDGES_SECONDS,
@@ -31,7 +32,7 @@ SCALERS_FILE = "scalers.json"  # written by normalize beside meta.json
 _ITEM_FIXTURE_DEFAULTS = {IN_CATALOG: True, **{name: 0 for name in ITEM_STAT_COLUMNS}}
 # Keys of item_feature_arrays() that are not lake columns.
 LOG_POPULARITY = "log_popularity"
-DEFAULT_MAX_TITLE_TOKENS = 16
+DEFAULT_MAX_TITLE_TOKENS = default_of("item_encoder.max_title_tokens")
 # make_examples builds an index matrix of [examples, max_len]; chunking bounds its memory.
 _EXAMPLE_CHUNK = 200_000
 

@@ -135,5 +135,7 @@ MODEL_FUSION = "models/fusion"
 REPORTS = "reports"
 DATA_QUALITY = "reports/data_quality"
 RECOMMENDATIONS = "recommendations"
+# Top-N similar catalog items per catalog item (jobs/serving/similar_items.py), beside the recommendations.
+SIMILAR_ITEMS = "similar_items"
 # One manifest per night (jobs/common/night.py): the dates the night processes and each stage's record.
 NIGHT_MANIFEST = "manifests/night"

@@ -30,6 +30,8 @@ from pathlib import Path
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
+from jobs.common.connections import airflow_connection
+
 # --- The key ---------------------------------------------------------------------------
 
 KEY_FILE_RANDOM_BYTES = 32  # written as 64 hex characters
@@ -65,22 +67,12 @@ def resolve_user_id_key(config: dict) -> bytes:
 
 
 def _key_from_airflow_connection(connection_id: str) -> tuple[str | None, str]:
-    """(the connection's password or None, why there was none: for the error message)."""
-    try:  # lazily: the Spark jobs also run where Airflow is not installed
-        from airflow.sdk import Connection
-        from airflow.sdk.exceptions import AirflowNotFoundException
-    except ImportError:
-        return None, "Airflow is not importable here"
-    try:
-        # Airflow 3 task code: through the task's execution API in a worker, the
-        # AIRFLOW_CONN_* variables and any configured secrets backend elsewhere. Airflow
-        # registers the password with its log masker.
-        connection = Connection.get(connection_id)
-    except AirflowNotFoundException:
-        return None, "not defined"
-    except Exception as error:  # noqa: BLE001 - no metadata DB / API server: fall through to the file
-        # Only the exception type: its message could quote connection details.
-        return None, f"lookup failed: {type(error).__name__}"
+    """(the connection's password or None, why there was none: for the error message).
+
+    Airflow registers the password with its log masker when it hands the connection out."""
+    connection, problem = airflow_connection(connection_id)
+    if connection is None:
+        return None, problem
     password = (connection.password or "").strip()
     return (password or None), "defined but its password is empty"
 

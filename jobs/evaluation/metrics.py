@@ -43,11 +43,12 @@ from typing import Protocol
 
 import numpy as np
 
+from jobs.common.config import default_of
 from jobs.common.schema import SPLIT, USER_ID
 
 DEFAULT_KS = (20,)  # evaluate_scorer's default; the nightly report uses config["evaluation"]["ks"]
 METRIC_KINDS = ("recall", "mrr", "ndcg")
-PRIMARY_METRIC = "ndcg@20"  # the default of config["mlflow"]["primary_metric"]
+PRIMARY_METRIC = default_of("mlflow.primary_metric")
 
 # Rank of a target the exclude-seen switch removed: beyond every cutoff, so a miss at every
 # k, yet small enough that 1 / rank and log2(rank + 1) stay finite in float64.

@@ -14,13 +14,14 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from jobs.common.config import default_of
 from jobs.evaluation.metrics import PRIMARY_METRIC, Scorer, parse_metric, ranking_metrics
 from jobs.fusion import (Candidates, build_candidates, candidate_target_ranks, read_fuser, scatter_to_catalog,
                          select_scorers, write_fuser)
 
 RRF_NAME = "fusion_rrf"
 VOTE_NAME = "fusion_vote"
-DEFAULT_GRID_STEPS = 5  # weights in multiples of 0.2: 252 points for six models
+DEFAULT_GRID_STEPS = default_of("fusion.rrf_grid_steps")
 
 
 class RankFusion:

@@ -15,9 +15,10 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from jobs.evaluation.metrics import Scorer
+from jobs.common.config import default_of
 from jobs.fusion import Candidates, build_candidates, read_fuser, scatter_to_catalog, select_scorers, write_fuser
 
-DEFAULT_MAX_TRAIN_EXAMPLES = 20000  # ~3M candidate rows at C=50: plenty for a handful of weights
+DEFAULT_MAX_TRAIN_EXAMPLES = default_of("fusion.stacking_max_train_examples")
 
 
 class StackingRanker:

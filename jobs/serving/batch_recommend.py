@@ -5,6 +5,10 @@ model that holds alias `champion` after tonight's gate (tonight's model only if 
 with every item the user bought in the window excluded. Written as one Parquet partition
 recommendations/dt=<ds>/ (user_id, rank, item_id, score, model_version), replaced
 atomically on a re-run.
+
+The night also writes similar_items/dt=<ds>/ (jobs/serving/similar_items.py): the top-N
+similar catalog items per catalog item from tonight's item encoder and Item-KNN, which
+publish_serving then serves beside the recommendations.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import pandas as pd
 from jobs.common import schema
 from jobs.common.lake import partition_path, replace_partition
 from jobs.common.night import Night
+from jobs.serving.similar_items import write_similar_items
 
 PURCHASE_IDX = schema.EVENT_TYPE_INDEX[schema.PURCHASE]
 REQUEST_COLUMNS = ("history", "event_types", "timestamps", "exclude")  # what the pyfunc model reads
@@ -82,4 +87,8 @@ def run(night: Night) -> dict:
         table.to_parquet(os.path.join(staging, "part-00000.parquet"), index=False)
     print(f"batch_recommend {ds}: top-{config['top_k']} for {len(requests)} active users "
           f"from {name} v{version} → {output}")
-    return {"path": output, "users": int(len(requests)), "rows": int(len(table)), "model_version": int(version)}
+    similar = write_similar_items(config, ds, features.items)
+    print(f"batch_recommend {ds}: {similar['similar_items_rows']} similar items for "
+          f"{similar['similar_items_items']} catalog items → {similar['similar_items_path']}")
+    return {"path": output, "users": int(len(requests)), "rows": int(len(table)), "model_version": int(version),
+            **similar}

@@ -18,6 +18,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from jobs.common.config import default_of
+
 USER_ENCODER = "user_encoder"
 ITEM_ENCODER = "item_encoder"
 MODEL_FILE = "model.keras"
@@ -25,7 +27,7 @@ ITEM_EMBEDDINGS_FILE = "item_embeddings.npy"
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.json"
 # Weight of an event one step further in the past, for the item encoder's user vector.
-DEFAULT_RECENCY_DECAY = 0.8
+DEFAULT_RECENCY_DECAY = default_of("item_encoder.recency_decay")  # also for folders saved before it was stored
 DEFAULT_BATCH_SIZE = 4096
 
 # (items, types, gaps) -> user vectors; gaps is always an array here (zeros when unknown).
