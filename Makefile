@@ -23,8 +23,9 @@ DATE ?= $(shell date -u -d yesterday +%F)
 SCALE ?= small
 DAYS ?= 14
 INPUT ?=
+CONF ?=
 
-.PHONY: venv demo test ui bench-models bench-etl bench-retail clean-state
+.PHONY: venv demo test ui stack stack-down stack-status bench-models bench-etl bench-retail clean-state
 
 venv: $(VENV)/.installed
 
@@ -37,13 +38,25 @@ $(VENV)/.installed: requirements.txt constraints.txt
 	touch $@
 
 demo: venv
-	$(PY) -m devtools.demo --date $(DATE) --scale $(SCALE) --days $(DAYS) $(if $(INPUT),--input $(INPUT))
+	$(PY) -m devtools.demo --date $(DATE) --scale $(SCALE) --days $(DAYS) $(if $(INPUT),--input $(INPUT)) $(if $(CONF),--conf '$(CONF)')
 
 test: venv
 	$(PY) -m pytest
 
 ui: venv
 	$(PY) -m devtools.ui
+
+# The production-shaped stack as processes (README "Production"): Spark standalone, MLflow
+# server and Airflow's api-server / scheduler / dag-processor on the local PostgreSQL and
+# Redis; state under $(FUSIONREC_HOME)/stack. Idempotent; stack-down stops every process.
+stack: venv
+	$(PY) -m devtools.stack up
+
+stack-down: venv
+	$(PY) -m devtools.stack down
+
+stack-status: venv
+	$(PY) -m devtools.stack status
 
 # Published session-recommendation protocol on real data (bench/README.md); MODELS=pop,spop,item_knn,als,gru,sasrec
 DATA ?= $(RECSYS_SHARED_DATA)/diginetica-srgnn

@@ -6,17 +6,34 @@ TensorFlow training tasks go to the queue TRAINING_QUEUE, so a deployment with G
 routes them there by configuration (a worker listening on that queue); LocalExecutor runs
 every queue. Params left at null keep the configured values
 (jobs/common/config.py); set them in the Trigger form to change one run.
+
+Before ingest, wait_for_landing waits (rescheduling, so it holds no worker slot) until the
+night's clickstream export has landed; every task has a finite execution_timeout
+(STAGE_TIMEOUTS), and a failed task logs one line naming itself, the night and its log.
 """
 
 import datetime as dt
 
 from airflow.sdk import DAG, CronDataIntervalTimetable
 
-from fusionrec_operators import FusionrecStageOperator
+from fusionrec_operators import FusionrecStageOperator, LandedPartitionSensor, log_task_failure
 from jobs.common.config import trigger_params  # pydantic only, which Airflow imports anyway
 from jobs.pipeline import STAGES  # a light module: names only, no Spark/TF/MLflow
 
 TRAINING_QUEUE = "gpu"
+# Generous but finite: the small demo night's slowest stage took under 4 minutes (README);
+# a stage running past its limit is stuck, not slow, and its retry starts clean.
+_ETL, _TRAIN = dt.timedelta(hours=1), dt.timedelta(hours=3)
+STAGE_TIMEOUTS = {
+    "ingest": _ETL, "validate": _ETL, "clean": _ETL, "denoise": _ETL, "normalize_features": _ETL,
+    "train_baselines": _ETL, "train_user_encoder": _TRAIN, "train_item_encoder": _TRAIN, "fuse": _TRAIN,
+    "evaluate": _ETL, "register_and_gate": _ETL, "batch_recommend": _ETL, "publish_serving": _ETL,
+}
+DEFAULT_STAGE_TIMEOUT = _ETL  # a stage added to jobs/pipeline.py without an entry above
+# The tracking export usually lands within the two hours before the 02:00 run; wait up to
+# eight more, poking every five minutes, then fail the night.
+LANDING_POKE_INTERVAL = dt.timedelta(minutes=5)
+LANDING_TIMEOUT = dt.timedelta(hours=8)
 
 with DAG(
     dag_id="recsys_nightly",
@@ -29,14 +46,18 @@ with DAG(
     catchup=False,
     max_active_runs=1,  # nights share the MLflow champion: gate them one at a time
     tags=["fusionrec", "recsys", "nightly"],
-    default_args={"retries": 1, "retry_delay": dt.timedelta(minutes=5), "owner": "fusionrec"},
+    default_args={"retries": 1, "retry_delay": dt.timedelta(minutes=5), "owner": "fusionrec",
+                  "on_failure_callback": log_task_failure},  # every task: one line naming it
     params=trigger_params(),  # declared once with the config keys they set
     doc_md=__doc__,
 ) as dag:
-    previous = None
+    previous = LandedPartitionSensor(
+        task_id="wait_for_landing", mode="reschedule", poke_interval=LANDING_POKE_INTERVAL,
+        timeout=LANDING_TIMEOUT, execution_timeout=dt.timedelta(minutes=5))  # per poke
     for stage in STAGES:
         queue = {"queue": TRAINING_QUEUE} if stage.trains else {}
-        task = FusionrecStageOperator(task_id=stage.name, stage=stage.name, **queue)
-        if previous is not None:
-            previous >> task
+        task = FusionrecStageOperator(task_id=stage.name, stage=stage.name,
+                                      execution_timeout=STAGE_TIMEOUTS.get(stage.name, DEFAULT_STAGE_TIMEOUT),
+                                      **queue)
+        previous >> task
         previous = task

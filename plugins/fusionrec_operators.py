@@ -1,4 +1,6 @@
 """FusionrecStageOperator: runs one stage of jobs.pipeline for the run's logical date.
+LandedPartitionSensor: waits for the night's landed clickstream before ingest.
+log_task_failure: the DAG's on_failure_callback (one line naming task, date and log).
 
 It resolves the config from the run's params (so a run triggered from the UI with other
 params trains with them) and runs the stage with the night's context (jobs/common/night.py:
@@ -9,9 +11,13 @@ are imported only inside execute(), so parsing a DAG that uses this operator sta
 
 from __future__ import annotations
 
+import logging
 import os
+from pathlib import Path
 
-from airflow.sdk import BaseOperator, BaseOperatorLink
+from airflow.sdk import BaseOperator, BaseOperatorLink, BaseSensorOperator
+
+log = logging.getLogger(__name__)
 
 
 def mlflow_ui_url() -> str:
@@ -41,3 +47,41 @@ class FusionrecStageOperator(BaseOperator):
 
         config = resolve_config(overrides_from_params(dict(context["params"])))
         return run_stage(self.stage, config, context["ds"])
+
+
+class LandedPartitionSensor(BaseSensorOperator):
+    """Done when `<lake>/landing/events/dt=<ds>` holds *.jsonl.gz files (the tracking export landed).
+
+    With a public `source` configured (config source.path set) it is done at once: ingest
+    lands that night itself. Run it with mode="reschedule": between pokes it frees its slot.
+    """
+
+    ui_color = "#fdf5e6"
+
+    def poke(self, context) -> bool:
+        from jobs.common import schema
+        from jobs.common.config import overrides_from_params, resolve_config
+        from jobs.common.lake import partition_path
+
+        config = resolve_config(overrides_from_params(dict(context["params"])))
+        if config["source"]["path"]:
+            self.log.info("source %s at %s: ingest lands the night itself", config["source"]["format"],
+                          config["source"]["path"])
+            return True
+        landing = Path(partition_path(config, schema.LANDING_EVENTS, context["ds"]))
+        files = sorted(landing.glob("*.jsonl.gz"))
+        self.log.info("%s: %d landed file(s)", landing, len(files))
+        return bool(files)
+
+
+def log_task_failure(context) -> None:
+    """on_failure_callback: one line naming the task, the night and where its log is."""
+    ti = context.get("ti") or context.get("task_instance")
+    task_id = getattr(ti, "task_id", None) or getattr(context.get("task"), "task_id", "?")
+    try:
+        where = ti.log_url
+    except Exception:  # noqa: BLE001 - a callback must never raise; the path is enough then
+        where = None
+    where = where or os.path.join(os.environ.get("AIRFLOW_HOME", "~/airflow"), "logs")
+    log.error("fusionrec: task %s of %s failed for night %s (try %s); log: %s", task_id,
+              getattr(ti, "dag_id", "?"), context.get("ds"), getattr(ti, "try_number", "?"), where)

@@ -145,7 +145,7 @@ def spark_submit_command(config: dict, stage: str, ds: str, night_file, result_f
     """The spark-submit command line that runs one stage of jobs/pipeline.py."""
     spark_config = config["spark"]
     command = [spark_submit_executable(), "--master", spark_config["master"],
-               "--name", f"{spark_config['app_name']}-{stage}-{ds}"]
+               "--name", application_name(config, stage, ds)]
     for key, value in {**SUBMIT_CONF_DEFAULTS, **spark_config["conf"]}.items():
         command += ["--conf", f"{key}={value}"]
     command += spark_config["submit_args"]  # a list of strings: the typed config checks it
@@ -157,10 +157,20 @@ def spark_submit_command(config: dict, stage: str, ds: str, night_file, result_f
 
 # --- Running it --------------------------------------------------------------------------
 
-def child_config(config: dict) -> dict:
-    """The parent's resolved config, with the child running the stage in its own process."""
+def application_name(config: dict, stage: str, ds: str) -> str:
+    """What the cluster lists the stage's application as, e.g. fusionrec-clean-2026-11-27."""
+    return f"{config['spark']['app_name']}-{stage}-{ds}"
+
+
+def child_config(config: dict, stage: str, ds: str) -> dict:
+    """The parent's resolved config, with the child running the stage in its own process.
+
+    The child's SparkSession sets the application name from spark.app_name, which would
+    override spark-submit's --name: it gets the stage's own name here instead.
+    """
     resolved = copy.deepcopy(config)
     resolved["spark"]["deploy"] = "in_process"
+    resolved["spark"]["app_name"] = application_name(config, stage, ds)
     return resolved
 
 
@@ -205,7 +215,7 @@ def run_submitted(night: Night, stage: str) -> dict:
     work = Path(tempfile.mkdtemp(prefix=f"{stage}-{ds}-", dir=work_root))
     try:
         night_file, result_file = work / "night.json", work / "result.json"
-        night_file.write_text(dataclasses.replace(night, config=child_config(config)).to_json())
+        night_file.write_text(dataclasses.replace(night, config=child_config(config, stage, ds)).to_json())
         command = spark_submit_command(config, stage, ds, night_file, result_file)
         print(f"spark-submit: {shlex.join(masked(command))}", flush=True)
         env = child_environment(secrets=child_secrets(config, stage))

@@ -20,7 +20,7 @@ from jobs.common import schema
 from jobs.common.lake import partition_path
 from jobs.common.night import Night
 from jobs.common.packaging import JOBS_DIR, copy_closure, module_closure
-from jobs.evaluation.metrics import mlflow_metric_key
+from jobs.evaluation.metrics import mlflow_metric_key, parse_metric
 from jobs.serving.fused_model import TYPE_NAMES, FusedRecommenderModel, model_signature, write_serving_settings
 from jobs.serving.night_models import FUSER_NAMES, VALID_METRICS_FILE, night_model_dirs
 
@@ -137,7 +137,10 @@ def run(night: Night) -> dict:
     from jobs.common.tracking import configure_mlflow, stage_run
     config, ds = night.config, night.ds
 
-    name, primary, k = config["mlflow"]["registered_model"], config["mlflow"]["primary_metric"], config["top_k"]
+    name, primary = config["mlflow"]["registered_model"], config["mlflow"]["primary_metric"]
+    # Both models are scored at the primary metric's own cutoff (ndcg@20: top 20), whatever
+    # top_k the night serves: a run with top_k 7 is still gated on ndcg@20.
+    k = parse_metric(primary)[1]
     features = load_features(config, ds)
     test = make_examples(features.sequences, schema.SPLIT_TEST, config["max_seq_len"])
     item_ids = np.empty(int(features.meta["n_items"]) + 1, dtype=object)

@@ -150,8 +150,9 @@ def test_an_unknown_deploy_mode_is_named(tmp_path):
 
 def test_the_child_gets_the_parents_night_and_no_variable_that_would_override_it(tmp_path):
     config = submit_config(tmp_path)
-    child = submit.child_config(config)
+    child = submit.child_config(config, "clean", DAY)
     assert child["spark"]["deploy"] == "in_process" and config["spark"]["deploy"] == "spark_submit"
+    assert child["spark"]["app_name"] == f"fusionrec-clean-{DAY}" and config["spark"]["app_name"] == "fusionrec"
     env = submit.child_environment({"FUSIONREC_LAKE": "/elsewhere", "FUSIONREC_SPARK_DEPLOY": "spark_submit",
                                     "FUSIONREC_CONFIG": "/etc/other.json", "FUSIONREC_USER_ID_KEY": "k",
                                     "PATH": "/bin"})

@@ -8,8 +8,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 EXPECTED_CHAIN = [
-    "ingest", "validate", "clean", "denoise", "normalize_features", "train_baselines", "train_user_encoder",
+    "wait_for_landing", "ingest", "validate", "clean", "denoise", "normalize_features", "train_baselines", "train_user_encoder",
     "train_item_encoder", "fuse", "evaluate", "register_and_gate", "batch_recommend",
+    "publish_serving",
 ]
 
 
@@ -31,7 +32,19 @@ def test_task_graph_is_the_documented_chain(dagbag):
     assert sorted(dag.task_ids) == sorted(EXPECTED_CHAIN)
     for upstream, downstream in zip(EXPECTED_CHAIN, EXPECTED_CHAIN[1:]):
         assert dag.get_task(downstream).upstream_task_ids == {upstream}
-    assert dag.get_task("ingest").upstream_task_ids == set()
+    assert dag.get_task("wait_for_landing").upstream_task_ids == set()
+
+
+def test_every_task_has_a_finite_timeout_and_the_failure_callback(dagbag):
+    from fusionrec_operators import log_task_failure
+
+    dag = dagbag.dags["recsys_nightly"]
+    for task in dag.tasks:
+        assert task.execution_timeout is not None and task.execution_timeout.total_seconds() > 0, task.task_id
+        assert log_task_failure in (task.on_failure_callback if isinstance(task.on_failure_callback, list)
+                                    else [task.on_failure_callback]), task.task_id
+    sensor = dag.get_task("wait_for_landing")
+    assert sensor.mode == "reschedule" and 0 < sensor.timeout < 24 * 3600
 
 
 def test_tags_retries_and_schedule(dagbag):

@@ -66,3 +66,42 @@ def test_every_stage_task_carries_the_mlflow_button():
     operator = FusionrecStageOperator(task_id="fuse", stage="fuse")
     assert operator.stage == "fuse"
     assert [link.name for link in operator.operator_extra_links] == ["MLflow"]
+
+
+def _sensor_context(params=None):
+    return {"params": {"config_overrides": {}, **(params or {})}, "ds": DS}
+
+
+def test_the_landing_sensor_waits_until_the_nights_files_landed(tmp_path, monkeypatch):
+    from fusionrec_operators import LandedPartitionSensor
+
+    monkeypatch.setenv("FUSIONREC_HOME", str(tmp_path))
+    sensor = LandedPartitionSensor(task_id="wait_for_landing", mode="reschedule")
+    assert sensor.poke(_sensor_context()) is False  # nothing landed
+    landing = tmp_path / "lake" / "landing" / "events" / f"dt={DS}"
+    landing.mkdir(parents=True)
+    (landing / "_SUMMARY.json").write_text("{}")
+    assert sensor.poke(_sensor_context()) is False  # a folder without an export file
+    (landing / "part-0.jsonl.gz").write_bytes(b"")
+    assert sensor.poke(_sensor_context()) is True
+
+
+def test_the_landing_sensor_passes_at_once_for_a_configured_public_source(tmp_path, monkeypatch):
+    from fusionrec_operators import LandedPartitionSensor
+
+    monkeypatch.setenv("FUSIONREC_HOME", str(tmp_path))
+    params = {"config_overrides": {"source": {"format": "rees46", "path": str(tmp_path / "2019-Oct.csv")}}}
+    assert LandedPartitionSensor(task_id="wait_for_landing").poke(_sensor_context(params)) is True
+
+
+def test_the_failure_callback_logs_one_line_naming_task_night_and_log(caplog):
+    from types import SimpleNamespace
+
+    from fusionrec_operators import log_task_failure
+
+    ti = SimpleNamespace(task_id="clean", dag_id="recsys_nightly", try_number=2,
+                         log_url="http://127.0.0.1:8080/dags/recsys_nightly/runs/r/tasks/clean")
+    with caplog.at_level("ERROR"):
+        log_task_failure({"ti": ti, "ds": DS})
+    [record] = [r for r in caplog.records if "fusionrec" in r.getMessage()]
+    assert all(part in record.getMessage() for part in ("clean", DS, ti.log_url))

@@ -63,3 +63,19 @@ def test_the_logged_model_carries_only_the_served_code_and_loads_with_nothing_el
     assert outcome["importable_before"] is False
     assert outcome["fused_model"] == str(model_dir / "code" / "jobs" / "serving" / "fused_model.py")
     assert len(outcome["item_ids"]) == 3 and set(outcome["item_ids"]) <= {f"sku{i}" for i in range(1, 13)}
+
+
+def test_a_night_serving_top_5_is_still_gated_on_the_primary_metrics_own_cutoff(tmp_config):
+    # top_k 5 is what the shop shows; the gate compares ndcg@20 (top 20 of each model), the
+    # primary metric, so the first version becomes champion with its ndcg@20 recorded.
+    from jobs.fusion import fuse
+    from jobs.serving import register_and_gate
+
+    config = dict(tmp_config, max_seq_len=4, top_k=5,
+                  fusion={**tmp_config["fusion"], "candidates_per_model": 4, "feature_fusion_epochs": 1,
+                          "rrf_grid_steps": 2})
+    write_tiny_night(config)
+    fuse.run(Night.plan(config, DS))
+    result = register_and_gate.run(Night.plan(config, DS))
+    assert result["alias"] == "champion" and result["version"] == 1
+    assert set(result["challenger"]) == {"recall@20", "mrr@20", "ndcg@20"}
