@@ -8,9 +8,38 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from jobs.common.config import REPO_ROOT
+
+# A tracking server that does not answer its health check within this many seconds is down:
+# the MLflow client would otherwise retry each request for minutes before failing.
+SERVER_HEALTH_TIMEOUT_S = 10.0
+
+
+class TrackingServerUnavailable(RuntimeError):
+    """The configured MLflow tracking server does not answer."""
+
+
+def check_tracking_server(tracking_uri: str, timeout_s: float = SERVER_HEALTH_TIMEOUT_S) -> None:
+    """For an http(s) tracking URI: raise one clear line unless <uri>/health answers 200."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return  # a database or file store: opened directly, it fails with its own message
+    health = tracking_uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(health, timeout=timeout_s) as response:
+            if response.status == 200:
+                return
+            problem = f"HTTP {response.status}"
+    except urllib.error.HTTPError as error:
+        problem = f"HTTP {error.code}"
+    except (urllib.error.URLError, OSError) as error:
+        problem = str(getattr(error, "reason", error))
+    raise TrackingServerUnavailable(
+        f"the MLflow tracking server at {tracking_uri} is not answering ({health}: {problem}); "
+        f"start it or fix config mlflow.tracking_uri (FUSIONREC_MLFLOW_URI), then retry the task")
 
 
 def configure_mlflow(config: dict) -> str:
@@ -19,6 +48,7 @@ def configure_mlflow(config: dict) -> str:
 
     mlflow_config = config["mlflow"]
     tracking_uri = mlflow_config["tracking_uri"]
+    check_tracking_server(tracking_uri)
     if tracking_uri.startswith("sqlite:///"):
         Path(tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(tracking_uri)

@@ -52,3 +52,24 @@ def test_git_commit_is_the_checkouts_head_or_unknown_outside_a_repository(tmp_pa
     assert commit == "unknown" or (len(commit) == 40 and int(commit, 16) >= 0)
     monkeypatch.setattr(tracking, "REPO_ROOT", tmp_path)  # not a git checkout
     assert tracking.git_commit() == "unknown"
+
+
+def test_a_tracking_server_that_does_not_answer_stops_the_stage_with_one_clear_line(tmp_config):
+    import socket
+    import time
+
+    from jobs.common.tracking import TrackingServerUnavailable, configure_mlflow
+
+    with socket.socket() as probe:  # a port nothing listens on: bound, closed, free again
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = dict(tmp_config, mlflow={**tmp_config["mlflow"], "tracking_uri": f"http://127.0.0.1:{port}"})
+    started = time.monotonic()
+    with pytest.raises(TrackingServerUnavailable) as raised:
+        configure_mlflow(config)
+    assert time.monotonic() - started < 15  # not the client's minutes of retries
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith(f"the MLflow tracking server at http://127.0.0.1:{port} is not answering "
+                              f"(http://127.0.0.1:{port}/health: ")
+    assert "FUSIONREC_MLFLOW_URI" in message and "retry the task" in message
