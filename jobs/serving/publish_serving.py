@@ -35,6 +35,10 @@ class ServingCheckError(RuntimeError):
     """A check failed before the switch: yesterday's version stays live."""
 
 
+class PartialSwitchError(ServingStoreError):
+    """A store failed to switch after others had: the message says which serve which version."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Check:
     name: str
@@ -181,8 +185,16 @@ def publish(stores, night: NightLists, ds: str, config: dict) -> dict:
     except BaseException:
         drop_quietly(written, version)
         raise
+    switched = []
     for store in stores:
-        store.switch(version)
+        try:
+            store.switch(version)
+        except ServingStoreError as error:
+            # Each store switches atomically on its own; say exactly which ones serve what.
+            raise PartialSwitchError(
+                f"{error} - {version} is live in {[s.description for s in switched] or 'no store'}, "
+                f"{previous_version or 'nothing'} stays live in the others") from error
+        switched.append(store)
     dropped = {store.description: prune(store, config["serving_store"]["versions_kept"]) for store in stores}
     return {"version": version, "previous_version": previous_version,
             "checks": [check.message() for check in checks], "dropped": dropped}
@@ -217,6 +229,8 @@ def run(night: Night) -> dict:
     stores = open_stores(config)
     try:
         result = publish(stores, lists, ds, config)
+    except PartialSwitchError as error:
+        raise PartialSwitchError(f"publish_serving {ds}: {error}") from error
     except ServingStoreError as error:
         raise ServingStoreError(f"publish_serving {ds}: {error} - nothing switched, yesterday's version "
                                 f"stays live") from error

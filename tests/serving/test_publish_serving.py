@@ -173,3 +173,26 @@ def test_the_default_target_is_a_sqlite_file_under_home(tmp_config, land_night):
     assert config["serving_store"]["targets"] == ["sqlite"]
     assert config["serving_store"]["sqlite_path"] == f"{config['home']}/serving/serving.db"
     assert_serves(config, frames)
+
+
+def test_a_store_failing_at_the_switch_names_which_stores_serve_which_version(serving_config, land_night,
+                                                                             monkeypatch):
+    from jobs.serving import store as store_module
+
+    land_night(serving_config, NIGHT_1)
+    publish(serving_config, NIGHT_1)
+    land_night(serving_config, NIGHT_2, user_lists=default_user_lists(shift=1))
+
+    def refuse(self, version):
+        raise ServingStoreError("redis refused the pointer")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store_module.RedisStore, "switch", refuse)
+        with pytest.raises(publish_serving.PartialSwitchError) as failure:
+            publish(serving_config, NIGHT_2)
+    # sqlite and postgres switch first (targets order); redis keeps yesterday.
+    message = str(failure.value)
+    assert "redis refused the pointer - v20261127_1 is live in [" in message
+    assert "v20261126_1 stays live in the others" in message
+    assert live_versions(serving_config) == {"sqlite": "v20261127_1", "postgres": "v20261127_1",
+                                             "redis": "v20261126_1"}
