@@ -34,6 +34,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -213,13 +214,15 @@ def run_submitted(night: Night, stage: str) -> dict:
     work_root = Path(config["home"]) / "spark" / "submit"
     work_root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{stage}-{ds}-", dir=work_root))
+    driver_file = work_root / f"{stage}-{ds}.driver.json"
     try:
+        end_earlier_driver(driver_file)
         night_file, result_file = work / "night.json", work / "result.json"
         night_file.write_text(dataclasses.replace(night, config=child_config(config, stage, ds)).to_json())
         command = spark_submit_command(config, stage, ds, night_file, result_file)
         print(f"spark-submit: {shlex.join(masked(command))}", flush=True)
         env = child_environment(secrets=child_secrets(config, stage))
-        exit_code, tail = _run_streaming(command, env)
+        exit_code, tail = _run_streaming(command, env, driver_file, marker=str(work))
         outcome = json.loads(result_file.read_text()) if result_file.is_file() else {}
         if exit_code != 0 or "result" not in outcome:
             error = outcome.get("error") or _last_error_line(tail) or "no error reported"
@@ -241,16 +244,80 @@ def masked(command: list[str]) -> list[str]:
     return shown
 
 
-def _run_streaming(command: list[str], env: dict) -> tuple[int, list[str]]:
+# --- One driver per stage and night --------------------------------------------------------
+#
+# A task process killed outright (SIGKILL: the OOM killer, a lost worker) runs no cleanup, and
+# its spark-submit group would run on unsupervised, writing the same partitions as the retry.
+# Two guards: the JVM gets SIGKILL when the task process dies (Linux parent-death signal), and
+# every attempt records its driver's process group in <home>/spark/submit/<stage>-<ds>.driver.json
+# so the next attempt ends whatever of that group is still alive before it starts its own.
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+DRIVER_EXIT_WAIT_S = 30.0
+
+
+def _die_with_parent() -> None:
+    """preexec_fn of the spark-submit child: SIGKILL when the task process dies (Linux only)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the driver file still guards the retry
+        pass
+
+
+def group_members(pgid: int, marker: str) -> list[int]:
+    """Live processes of process group pgid whose command line holds marker (the attempt's own
+    work folder, so a recycled group id never matches a stranger); [] where /proc is absent."""
+    members = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if os.getpgid(int(entry.name)) == pgid and marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                members.append(int(entry.name))
+        except (OSError, ValueError):
+            continue
+    return members
+
+
+def end_earlier_driver(driver_file: Path, wait_s: float = DRIVER_EXIT_WAIT_S) -> list[int]:
+    """SIGKILL what is left of an earlier attempt's driver group (see above); the pids ended."""
+    try:
+        earlier = json.loads(driver_file.read_text())
+        pgid, marker = int(earlier["pgid"]), str(earlier["marker"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    members = group_members(pgid, marker)
+    if members:
+        print(f"spark-submit: ending the driver of an earlier attempt still running (process group "
+              f"{pgid}, pids {members}) before this attempt starts", flush=True)
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        deadline = time.monotonic() + wait_s
+        while group_members(pgid, marker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    driver_file.unlink(missing_ok=True)
+    shutil.rmtree(marker, ignore_errors=True)  # the earlier attempt's work folder, left behind
+    return members
+
+
+def _run_streaming(command: list[str], env: dict, driver_file: Path | None = None,
+                   marker: str = "") -> tuple[int, list[str]]:
     """Run command, echoing its output as it comes (the task log), and keep the last lines.
 
     The child leads its own process group (spark-submit's JVM, and the Python driver that
     the JVM starts): if this task is stopped (a timeout, a kill from the UI) the whole group
-    is ended with it, instead of a driver running on unsupervised.
+    is ended with it, instead of a driver running on unsupervised; if this task is killed
+    outright, the group is ended by the parent-death signal and by the next attempt
+    (driver_file names it, marker is a text in its command lines).
     """
     tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
     child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True, errors="replace", start_new_session=True)
+                             text=True, errors="replace", start_new_session=True,
+                             preexec_fn=_die_with_parent)
+    if driver_file is not None:
+        driver_file.write_text(json.dumps({"pgid": child.pid, "marker": marker}))
     try:
         for line in child.stdout:
             sys.stdout.write(line)
@@ -263,6 +330,8 @@ def _run_streaming(command: list[str], env: dict) -> tuple[int, list[str]]:
     finally:
         child.stdout.close()
         sys.stdout.flush()
+    if driver_file is not None:
+        driver_file.unlink(missing_ok=True)
     return exit_code, list(tail)
 
 

@@ -5,6 +5,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from jobs.common.schema import CLEAN_EVENTS, QUARANTINE_EVENTS, RAW_CATALOG, RAW
 from jobs.common.spark_session import ship_jobs_package
 
 DAY = "2026-11-27"
+REPO = Path(__file__).resolve().parents[2]
 
 
 # --- The zip ---------------------------------------------------------------------------------
@@ -220,6 +222,70 @@ def test_a_child_that_dies_without_a_result_is_named_by_its_last_error_line(tmp_
     with pytest.raises(submit.SparkSubmitError,
                        match=r"failed \(exit code 0\): ModuleNotFoundError: No module named 'jobs'"):
         stages.run_night_stage("normalize_features", Night.plan(submit_config(tmp_path), DAY))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat_file:  # a zombie is not alive
+        return stat_file.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _wait_until(condition, timeout_s: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return condition()
+
+
+def test_a_task_killed_outright_leaves_no_driver_running_into_its_retry(tmp_path, monkeypatch):
+    # The fake spark-submit (the JVM's place) starts a child that outlives it (the Python
+    # driver's place; its command line names the attempt's work folder, as the real one's does),
+    # writes both pids and waits. The task process running it is then SIGKILLed.
+    fake_spark_submit(tmp_path, monkeypatch, """
+for last; do :; done
+python3 -c 'import time; time.sleep(120)' "$last" &
+echo "$$ $!" > "$(dirname "$(dirname "$(dirname "$last")")")/pids"
+wait
+""")
+    config = submit_config(tmp_path)
+    night_file = tmp_path / "night.json"
+    night_file.write_text(Night.plan(config, DAY, [DAY]).to_json())
+    task = subprocess.Popen([sys.executable, "-c", "import sys; from jobs.common.night import Night; "
+                             "from jobs.pipeline import run_night_stage; "
+                             "run_night_stage('denoise', Night.from_json(open(sys.argv[1]).read()))",
+                             str(night_file)], env={**os.environ, "PYTHONPATH": str(REPO)})
+    pids = tmp_path / "spark" / "pids"
+    assert _wait_until(pids.is_file, 60), "the fake driver never started"
+    jvm, driver = map(int, pids.read_text().split())
+    task.kill()
+    task.wait()
+    # The parent-death signal ends spark-submit at once; its own child is orphaned...
+    assert _wait_until(lambda: not _alive(jvm)), "spark-submit outlived the task that ran it"
+    assert _alive(driver)
+    # ...until the retry, which ends it before starting its own driver (one that succeeds).
+    fake_spark_submit(tmp_path / "retry", monkeypatch, """
+for last; do :; done
+echo '{"result": {"attempt": 2}}' > "$last"
+""")
+    assert stages.run_night_stage("denoise", Night.plan(config, DAY, [DAY]))["attempt"] == 2
+    assert not _alive(driver)
+    assert os.listdir(tmp_path / "spark" / "submit") == []  # the killed attempt's files are gone too
+
+
+def test_ending_an_earlier_driver_spares_a_process_that_only_shares_its_group_id(tmp_path):
+    # A driver file whose group is now a stranger's (same id, another command line) ends nothing.
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        driver_file = tmp_path / "clean-2026-11-27.driver.json"
+        driver_file.write_text(json.dumps({"pgid": stranger.pid, "marker": str(tmp_path / "clean-2026-11-27-x")}))
+        assert submit.end_earlier_driver(driver_file) == []
+        assert stranger.poll() is None and not driver_file.exists()
+    finally:
+        stranger.kill()
+        stranger.wait()
 
 
 def test_the_cli_writes_the_error_to_the_result_file_and_still_fails(tmp_path):
