@@ -2,6 +2,12 @@
 
 Each run is tagged with the stage, the logical date (the data partition) and the git
 commit, and carries the resolved config as `config.json`.
+
+One run per stage and date holds across retries and re-runs: when a stage's run finishes,
+the earlier runs of that stage and date (a killed attempt's run left RUNNING, a failed try,
+a re-run night's predecessor) are tagged `fusionrec.superseded_by` and deleted. Deleted runs
+stay restorable from the MLflow UI until `mlflow gc`; a run that is the source of a
+registered model version is never deleted.
 """
 
 from __future__ import annotations
@@ -75,12 +81,45 @@ def git_commit() -> str:
 
 
 @contextlib.contextmanager
-def stage_run(config: dict, stage: str, ds: str):
-    """Start the MLflow run of one stage for one logical date, with config and tags logged."""
+def stage_run(config: dict, stage: str, ds: str, resume_run_id: str | None = None):
+    """Start (or, with resume_run_id, resume) the MLflow run of one stage for one logical date,
+    with config and tags logged; when it ends well, earlier runs of the same are retired."""
     import mlflow
 
     experiment_id = configure_mlflow(config)
     tags = {"stage": stage, "ds": ds, "data_partition": f"dt={ds}", "git_commit": git_commit()}
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{stage} {ds}", tags=tags) as run:
+    # resume_run_id: the run of an earlier attempt that this one completes.
+    start = {"run_id": resume_run_id} if resume_run_id else {"experiment_id": experiment_id,
+                                                             "run_name": f"{stage} {ds}"}
+    with mlflow.start_run(**start, tags=tags) as run:
         mlflow.log_dict(config, "config.json")
         yield run
+    retire_earlier_runs(experiment_id, stage, ds, keep=run.info.run_id)
+
+
+def stage_runs(experiment_id: str, stage: str, ds: str) -> list:
+    """The active (not deleted) runs of one stage and date, newest first."""
+    from mlflow import MlflowClient
+
+    return MlflowClient().search_runs([experiment_id], f"tags.stage = '{stage}' and tags.ds = '{ds}'",
+                                      order_by=["attribute.start_time DESC"])
+
+
+def retire_earlier_runs(experiment_id: str, stage: str, ds: str, keep: str) -> list[str]:
+    """Delete the runs of stage and ds other than keep (module docstring); their ids."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    retired = []
+    for earlier in stage_runs(experiment_id, stage, ds):
+        run_id = earlier.info.run_id
+        if run_id == keep or client.search_model_versions(f"run_id = '{run_id}'"):
+            continue
+        client.set_tag(run_id, "fusionrec.superseded_by", keep)
+        if earlier.info.status == "RUNNING":  # its process was killed: it never ended the run
+            client.set_terminated(run_id, status="KILLED")
+        client.delete_run(run_id)
+        retired.append(run_id)
+    if retired:
+        print(f"mlflow: run {keep} replaces the earlier {stage} run(s) of {ds}: {', '.join(retired)} (deleted)")
+    return retired

@@ -47,6 +47,55 @@ def test_a_failing_stage_ends_its_run_as_failed(tmp_config):
     assert MlflowClient().get_run(run.info.run_id).info.status == "FAILED"
 
 
+def test_a_retry_leaves_one_run_per_stage_and_night_and_retires_the_killed_and_failed_ones(tmp_config):
+    # Attempt 1 was killed outright (its run never ended: RUNNING), attempt 2 failed, attempt 3
+    # succeeds; another night's and another stage's runs are not touched.
+    experiment_id = tracking.configure_mlflow(tmp_config)
+    client = MlflowClient()  # after configure_mlflow: bound to this test's store
+    killed = client.create_run(experiment_id, tags={"stage": "fuse", "ds": DS}).info.run_id
+    with pytest.raises(RuntimeError):
+        with tracking.stage_run(tmp_config, "fuse", DS) as run:
+            failed = run.info.run_id
+            raise RuntimeError("boom")
+    with tracking.stage_run(tmp_config, "fuse", "2026-11-26"):
+        pass
+    with tracking.stage_run(tmp_config, "evaluate", DS):
+        pass
+    assert len(tracking.stage_runs(experiment_id, "fuse", DS)) == 2  # a failure retires nothing
+    with tracking.stage_run(tmp_config, "fuse", DS) as run:
+        kept = run.info.run_id
+    assert [r.info.run_id for r in tracking.stage_runs(experiment_id, "fuse", DS)] == [kept]
+    for run_id, status in ((killed, "KILLED"), (failed, "FAILED")):
+        retired = client.get_run(run_id)
+        assert (retired.info.lifecycle_stage, retired.info.status) == ("deleted", status)
+        assert retired.data.tags["fusionrec.superseded_by"] == kept
+    assert len(tracking.stage_runs(experiment_id, "fuse", "2026-11-26")) == 1
+    assert len(tracking.stage_runs(experiment_id, "evaluate", DS)) == 1
+
+
+def test_a_run_that_registered_a_model_version_is_never_retired(tmp_config):
+    experiment_id = tracking.configure_mlflow(tmp_config)
+    client = MlflowClient()  # after configure_mlflow: bound to this test's store
+    with tracking.stage_run(tmp_config, "register_and_gate", DS) as run:
+        source = run.info.run_id
+        mlflow.log_text("weights", "model/weights.txt")
+    client.create_registered_model("m")
+    client.create_model_version("m", f"runs:/{source}/model", run_id=source)
+    with tracking.stage_run(tmp_config, "register_and_gate", DS) as run:
+        pass
+    assert {r.info.run_id for r in tracking.stage_runs(experiment_id, "register_and_gate", DS)} == {
+        source, run.info.run_id}
+
+
+def test_a_resumed_run_is_the_earlier_attempts_run_finished(tmp_config):
+    experiment_id = tracking.configure_mlflow(tmp_config)
+    earlier = MlflowClient().create_run(experiment_id, tags={"stage": "register_and_gate", "ds": DS}).info.run_id
+    with tracking.stage_run(tmp_config, "register_and_gate", DS, resume_run_id=earlier) as run:
+        assert run.info.run_id == earlier
+    [only] = tracking.stage_runs(experiment_id, "register_and_gate", DS)
+    assert (only.info.run_id, only.info.status, only.data.tags["stage"]) == (earlier, "FINISHED", "register_and_gate")
+
+
 def test_git_commit_is_the_checkouts_head_or_unknown_outside_a_repository(tmp_path, monkeypatch):
     commit = tracking.git_commit()
     assert commit == "unknown" or (len(commit) == 40 and int(commit, 16) >= 0)
