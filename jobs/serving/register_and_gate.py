@@ -5,10 +5,18 @@ on tonight's holdout (the same examples, the same code path), so the comparison 
 even when the champion was trained on an older vocabulary. The challenger takes alias
 `champion` when there is none or when it is strictly better on the primary metric;
 otherwise it gets alias `challenger` and waits for a person's review in the registry.
+The champion is read from the registry each night, so a `champion` a person set by hand is
+what tonight's model must beat; other aliases are a person's own and never touched.
+
+A retry registers nothing twice: each version is tagged with a fingerprint of the night's
+models, and an attempt that finds a version of its night with the same fingerprint (an
+earlier attempt was killed after registering it) gates that version again in that version's
+own MLflow run instead of registering another.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -25,6 +33,8 @@ from jobs.serving.fused_model import TYPE_NAMES, FusedRecommenderModel, model_si
 from jobs.serving.night_models import FUSER_NAMES, VALID_METRICS_FILE, night_model_dirs
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+FINGERPRINT_TAG = "night_fingerprint"
+_READ_CHUNK = 1 << 20
 
 
 def choose_variant(config: dict, ds: str) -> str:
@@ -123,6 +133,28 @@ def log_bundle(config: dict, ds: str, variant: str, input_example) -> str:
     return info.model_uri
 
 
+def night_fingerprint(config: dict, ds: str, variant: str) -> str:
+    """A digest of what the bundle serves: every file of the night's models and items table
+    (path and bytes), the variant and max_seq_len. Same models, same fingerprint."""
+    digest = hashlib.sha256(json.dumps({"variant": variant, "max_seq_len": config["max_seq_len"]}).encode())
+    inputs = {**night_model_dirs(config, ds), "items": partition_path(config, schema.FEATURE_ITEMS, ds)}
+    for part, folder in sorted(inputs.items()):
+        for path in sorted(Path(folder).rglob("*")):
+            if path.is_file():
+                digest.update(f"\0{part}/{path.relative_to(folder).as_posix()}\0".encode())
+                with open(path, "rb") as handle:
+                    while chunk := handle.read(_READ_CHUNK):
+                        digest.update(chunk)
+    return digest.hexdigest()[:32]
+
+
+def registered_earlier(client, name: str, ds: str, fingerprint: str):
+    """The newest version of name registered for ds from the same models, or None."""
+    versions = client.search_model_versions(f"name = '{name}' and tags.ds = '{ds}'")
+    same = [version for version in versions if version.tags.get(FINGERPRINT_TAG) == fingerprint]
+    return max(same, key=lambda version: int(version.version), default=None)
+
+
 def served_code() -> list[Path]:
     """The jobs files the served model imports: the closure of the pyfunc's module."""
     return module_closure([FusedRecommenderModel.__module__], JOBS_DIR)
@@ -152,11 +184,22 @@ def run(night: Night) -> dict:
     variant = choose_variant(config, ds)
     configure_mlflow(config)  # before the client: a fresh worker process has no tracking URI yet
     client = MlflowClient()
-    with stage_run(config, "register_and_gate", ds) as run:
-        model_uri = log_bundle(config, ds, variant, requests.head(2))
-        version = mlflow.register_model(model_uri, name, tags={"ds": ds, "variant": variant}).version
+    fingerprint = night_fingerprint(config, ds, variant)
+    earlier = registered_earlier(client, name, ds, fingerprint)
+    with stage_run(config, "register_and_gate", ds, resume_run_id=earlier and earlier.run_id) as run:
+        if earlier:
+            version = str(earlier.version)
+            print(f"register_and_gate {ds}: v{version} already holds tonight's models (registered by an "
+                  f"earlier attempt, fingerprint {fingerprint}): gating it, not registering again")
+        else:
+            model_uri = log_bundle(config, ds, variant, requests.head(2))
+            version = mlflow.register_model(
+                model_uri, name, tags={"ds": ds, "variant": variant, FINGERPRINT_TAG: fingerprint}).version
+            version = str(version)
         challenger = score_model(f"models:/{name}/{version}", requests, targets, k)
         champion_version = _current_champion(client, name)
+        if champion_version == version:  # an earlier attempt promoted it before it was killed
+            champion_version = None
         champion = (score_model(f"models:/{name}/{champion_version}", requests, targets, k)
                     if champion_version else None)
         promoted = champion is None or challenger[primary] > champion[primary]
@@ -180,7 +223,7 @@ def _current_champion(client, name: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
     try:
-        return client.get_model_version_by_alias(name, CHAMPION).version
+        return str(client.get_model_version_by_alias(name, CHAMPION).version)
     except MlflowException:
         return None
 

@@ -68,14 +68,75 @@ def test_the_logged_model_carries_only_the_served_code_and_loads_with_nothing_el
 def test_a_night_serving_top_5_is_still_gated_on_the_primary_metrics_own_cutoff(tmp_config):
     # top_k 5 is what the shop shows; the gate compares ndcg@20 (top 20 of each model), the
     # primary metric, so the first version becomes champion with its ndcg@20 recorded.
-    from jobs.fusion import fuse
     from jobs.serving import register_and_gate
+
+    config = tiny_gated_night(tmp_config)  # top_k 5
+    result = register_and_gate.run(Night.plan(config, DS))
+    assert result["alias"] == "champion" and result["version"] == 1
+    assert set(result["challenger"]) == {"recall@20", "mrr@20", "ndcg@20"}
+
+
+def tiny_gated_night(tmp_config):
+    from jobs.fusion import fuse
 
     config = dict(tmp_config, max_seq_len=4, top_k=5,
                   fusion={**tmp_config["fusion"], "candidates_per_model": 4, "feature_fusion_epochs": 1,
                           "rrf_grid_steps": 2})
     write_tiny_night(config)
     fuse.run(Night.plan(config, DS))
-    result = register_and_gate.run(Night.plan(config, DS))
-    assert result["alias"] == "champion" and result["version"] == 1
-    assert set(result["challenger"]) == {"recall@20", "mrr@20", "ndcg@20"}
+    return config
+
+
+def test_a_retried_gate_registers_nothing_twice_and_keeps_one_run(tmp_config, capsys):
+    # Attempt 1 registered v1 and made it champion; the retry (same models, same fingerprint)
+    # gates v1 again in v1's own run: still one version, one run, v1 still champion.
+    from mlflow import MlflowClient
+
+    from jobs.common.tracking import configure_mlflow, stage_runs
+    from jobs.serving import register_and_gate
+
+    config = tiny_gated_night(tmp_config)
+    first = register_and_gate.run(Night.plan(config, DS))
+    again = register_and_gate.run(Night.plan(config, DS))
+    assert (first["version"], first["alias"]) == (1, "champion")
+    assert (again["version"], again["alias"], again["run_id"]) == (1, "champion", first["run_id"])
+    assert "v1 already holds tonight's models" in capsys.readouterr().out
+    experiment_id = configure_mlflow(config)
+    name = config["mlflow"]["registered_model"]
+    assert [str(v.version) for v in MlflowClient().search_model_versions(f"name = '{name}'")] == ["1"]
+    assert [run.info.run_id for run in stage_runs(experiment_id, "register_and_gate", DS)] == [first["run_id"]]
+
+
+def test_a_worse_model_never_becomes_champion_and_a_hand_set_champion_is_the_one_to_beat(tmp_config, monkeypatch):
+    # Three nights' models (three fingerprints) scored ndcg@20 0.50, 0.30 and 0.40 on the holdout.
+    from mlflow import MlflowClient
+
+    from jobs.common.tracking import configure_mlflow
+    from jobs.serving import register_and_gate
+
+    config = tiny_gated_night(tmp_config)
+    holdout = {"1": 0.50, "2": 0.30, "3": 0.40}
+    scored = []
+
+    def score_model(model_uri, requests, targets, k):
+        version = model_uri.rsplit("/", 1)[1]
+        scored.append(version)
+        return {"recall@20": holdout[version], "mrr@20": holdout[version], "ndcg@20": holdout[version]}
+
+    nights = iter(["night-1", "night-2", "night-3"])
+    monkeypatch.setattr(register_and_gate, "score_model", score_model)
+    monkeypatch.setattr(register_and_gate, "night_fingerprint", lambda config, ds, variant: next(nights))
+    configure_mlflow(config)
+    client, name = MlflowClient(), config["mlflow"]["registered_model"]
+
+    assert register_and_gate.run(Night.plan(config, DS))["alias"] == "champion"  # v1: nothing to beat
+    client.set_registered_model_alias(name, "reviewed", "1")  # a person's own alias
+    second = register_and_gate.run(Night.plan(config, DS))  # v2: 0.30 < 0.50
+    assert (second["version"], second["alias"], second["champion_version"]) == (2, "challenger", "1")
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+    # A person promotes v2 by hand: the next night must beat v2 (0.40 > 0.30), not v1.
+    client.set_registered_model_alias(name, "champion", "2")
+    third = register_and_gate.run(Night.plan(config, DS))
+    assert (third["version"], third["alias"], third["champion_version"]) == (3, "champion", "2")
+    assert scored == ["1", "2", "1", "3", "2"]  # each night: tonight's version, then the champion
+    assert str(client.get_model_version_by_alias(name, "reviewed").version) == "1"  # never touched
