@@ -5,7 +5,8 @@ the night is written as a new version (jobs/serving/store.py), then checked, and
 every store holds it and every check passes does each store's pointer switch to it, one
 atomic step per store. A failing check (or an unreachable store) keeps yesterday's version
 live, drops what was written of the new one and fails the task with a message naming the
-check and its numbers. After the switch, versions beyond the last serving_store.versions_kept
+check and its numbers. A store failing at the switch itself (after others switched) makes the
+ones that switched go back to what they served before. After the switch, versions beyond the last serving_store.versions_kept
 that were live are dropped, and so is any leftover that never went live.
 
 The checks (thresholds in config serving_store, explained there):
@@ -36,7 +37,8 @@ class ServingCheckError(RuntimeError):
 
 
 class PartialSwitchError(ServingStoreError):
-    """A store failed to switch after others had: the message says which serve which version."""
+    """A store failed to switch after others had: those were switched back to the version they
+    served before, and the message says what each store serves now."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,19 +187,34 @@ def publish(stores, night: NightLists, ds: str, config: dict) -> dict:
     except BaseException:
         drop_quietly(written, version)
         raise
+    live_before = [store.live_version() for store in stores]
     switched = []
     for store in stores:
         try:
             store.switch(version)
         except ServingStoreError as error:
-            # Each store switches atomically on its own; say exactly which ones serve what.
-            raise PartialSwitchError(
-                f"{error} - {version} is live in {[s.description for s in switched] or 'no store'}, "
-                f"{previous_version or 'nothing'} stays live in the others") from error
+            raise PartialSwitchError(f"{error} - {switch_back(switched, live_before, version)}") from error
         switched.append(store)
     dropped = {store.description: prune(store, config["serving_store"]["versions_kept"]) for store in stores}
     return {"version": version, "previous_version": previous_version,
             "checks": [check.message() for check in checks], "dropped": dropped}
+
+
+def switch_back(switched, live_before: list, version: str) -> str:
+    """Point the stores that already switched to version back at the version each served
+    before (the first len(switched) of live_before), so that every store serves yesterday's
+    lists again; returns what each store serves now, for the task's error."""
+    back, stuck = [], []
+    for store, before in zip(switched, live_before):
+        try:
+            if before is None:
+                raise ServingStoreError("no version was live before")
+            store.switch(before)
+            back.append(f"{store.description} back to {before}")
+        except ServingStoreError as error:
+            stuck.append(f"{store.description} ({error})")
+    return (f"switched {'; '.join(back) or 'no store'}"
+            + (f"; {version} stays live in {'; '.join(stuck)}" if stuck else f"; {version} is live nowhere"))
 
 
 def drop_quietly(stores, version: str) -> None:
@@ -226,7 +243,11 @@ def run(night: Night) -> dict:
     """Publish night ds's lists into every configured serving store."""
     config, ds = night.config, night.ds
     lists = read_night_lists(config, ds)
-    stores = open_stores(config)
+    try:
+        stores = open_stores(config)
+    except ServingStoreError as error:
+        raise ServingStoreError(f"publish_serving {ds}: {error} - nothing written, yesterday's version "
+                                f"stays live") from error
     try:
         result = publish(stores, lists, ds, config)
     except PartialSwitchError as error:

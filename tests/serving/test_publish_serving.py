@@ -3,6 +3,7 @@
 Every test publishes into all three at once (conftest.serving_config).
 """
 
+import os
 import socket
 
 import pytest
@@ -11,7 +12,8 @@ from jobs.common.night import Night
 from jobs.serving import publish_serving
 from jobs.serving.publish_serving import ServingCheckError
 from jobs.serving.store import ITEM, USER, ServingStoreError, ServingStoreReader, lists_of, open_stores
-from tests.serving.serving_nights import CATALOG, REDIS_ENV, REDIS_URI, default_item_lists, default_user_lists
+from tests.serving.serving_nights import (CATALOG, POSTGRES_ENV, REDIS_ENV, REDIS_URI, default_item_lists,
+                                        default_user_lists)
 
 NIGHT_1, NIGHT_2 = "2026-11-26", "2026-11-27"
 
@@ -166,6 +168,25 @@ def test_redis_refusing_the_connection_fails_clearly_and_leaves_the_previous_ver
     assert_serves(serving_config, first)
 
 
+def test_postgres_refusing_the_connection_writes_nothing_anywhere_and_says_so(serving_config, land_night,
+                                                                               monkeypatch):
+    first = land_night(serving_config, NIGHT_1)
+    publish(serving_config, NIGHT_1)
+    land_night(serving_config, NIGHT_2, user_lists=default_user_lists(shift=1))
+    good_uri = os.environ[POSTGRES_ENV]
+    port = closed_port()
+    monkeypatch.setenv(POSTGRES_ENV, f"postgresql://127.0.0.1:{port}/nothing")
+
+    with pytest.raises(ServingStoreError, match=rf"(?s)publish_serving {NIGHT_2}: serving store postgres at "
+                                                rf"127\.0\.0\.1:{port}/nothing .* refused.* - nothing written, "
+                                                r"yesterday's version stays live"):
+        publish(serving_config, NIGHT_2)
+
+    monkeypatch.setenv(POSTGRES_ENV, good_uri)
+    assert set(map(tuple, stored_versions(serving_config).values())) == {("v20261126_1",)}
+    assert_serves(serving_config, first)
+
+
 def test_the_default_target_is_a_sqlite_file_under_home(tmp_config, land_night):
     frames = land_night(tmp_config, NIGHT_2)
     config = dict(tmp_config, top_k=3, serving_store=dict(tmp_config["serving_store"], min_similar_items=2))
@@ -175,8 +196,8 @@ def test_the_default_target_is_a_sqlite_file_under_home(tmp_config, land_night):
     assert_serves(config, frames)
 
 
-def test_a_store_failing_at_the_switch_names_which_stores_serve_which_version(serving_config, land_night,
-                                                                             monkeypatch):
+def test_a_store_failing_at_the_switch_sends_the_others_back_to_yesterday_and_says_so(serving_config, land_night,
+                                                                                     monkeypatch):
     from jobs.serving import store as store_module
 
     land_night(serving_config, NIGHT_1)
@@ -190,9 +211,10 @@ def test_a_store_failing_at_the_switch_names_which_stores_serve_which_version(se
         patch.setattr(store_module.RedisStore, "switch", refuse)
         with pytest.raises(publish_serving.PartialSwitchError) as failure:
             publish(serving_config, NIGHT_2)
-    # sqlite and postgres switch first (targets order); redis keeps yesterday.
+    # sqlite and postgres switch first (targets order), redis refuses: the two switch back.
     message = str(failure.value)
-    assert "redis refused the pointer - v20261127_1 is live in [" in message
-    assert "v20261126_1 stays live in the others" in message
-    assert live_versions(serving_config) == {"sqlite": "v20261127_1", "postgres": "v20261127_1",
+    assert "redis refused the pointer - switched sqlite at " in message
+    assert " back to v20261126_1; postgres at " in message
+    assert message.endswith(" back to v20261126_1; v20261127_1 is live nowhere")
+    assert live_versions(serving_config) == {"sqlite": "v20261126_1", "postgres": "v20261126_1",
                                              "redis": "v20261126_1"}
