@@ -17,7 +17,7 @@ import datetime as dt
 from airflow.sdk import DAG, CronDataIntervalTimetable
 
 from fusionrec_operators import FusionrecStageOperator, LandedPartitionSensor, log_task_failure
-from jobs.common.config import trigger_params  # pydantic only, which Airflow imports anyway
+from jobs.common.config import resolve_config, trigger_params  # pydantic only, which Airflow imports anyway
 from jobs.pipeline import STAGES  # a light module: names only, no Spark/TF/MLflow
 
 TRAINING_QUEUE = "gpu"
@@ -30,10 +30,8 @@ STAGE_TIMEOUTS = {
     "evaluate": _ETL, "register_and_gate": _ETL, "batch_recommend": _ETL, "publish_serving": _ETL,
 }
 DEFAULT_STAGE_TIMEOUT = _ETL  # a stage added to jobs/pipeline.py without an entry above
-# The tracking export usually lands within the two hours before the 02:00 run; wait up to
-# eight more, poking every five minutes, then fail the night.
-LANDING_POKE_INTERVAL = dt.timedelta(minutes=5)
-LANDING_TIMEOUT = dt.timedelta(hours=8)
+# Retries and the landing wait: config section airflow (FUSIONREC_CONFIG; no heavy import).
+ORCHESTRATION = resolve_config()["airflow"]
 
 with DAG(
     dag_id="recsys_nightly",
@@ -46,14 +44,17 @@ with DAG(
     catchup=False,
     max_active_runs=1,  # nights share the MLflow champion: gate them one at a time
     tags=["fusionrec", "recsys", "nightly"],
-    default_args={"retries": 1, "retry_delay": dt.timedelta(minutes=5), "owner": "fusionrec",
+    default_args={"retries": ORCHESTRATION["retries"], "owner": "fusionrec",
+                  "retry_delay": dt.timedelta(seconds=ORCHESTRATION["retry_delay_s"]),
                   "on_failure_callback": log_task_failure},  # every task: one line naming it
     params=trigger_params(),  # declared once with the config keys they set
     doc_md=__doc__,
 ) as dag:
     previous = LandedPartitionSensor(
-        task_id="wait_for_landing", mode="reschedule", poke_interval=LANDING_POKE_INTERVAL,
-        timeout=LANDING_TIMEOUT, execution_timeout=dt.timedelta(minutes=5))  # per poke
+        task_id="wait_for_landing", mode="reschedule",
+        poke_interval=dt.timedelta(seconds=ORCHESTRATION["landing_poke_interval_s"]),
+        timeout=dt.timedelta(seconds=ORCHESTRATION["landing_timeout_s"]),
+        execution_timeout=dt.timedelta(minutes=5))  # per poke
     for stage in STAGES:
         queue = {"queue": TRAINING_QUEUE} if stage.trains else {}
         task = FusionrecStageOperator(task_id=stage.name, stage=stage.name,

@@ -301,6 +301,17 @@ class ServingStoreConfig(Section):
     min_catalog_coverage: float = Field(0.05, ge=0.0, le=1.0)
 
 
+class AirflowConfig(Section):
+    """How recsys_nightly retries and waits; read when Airflow parses the DAG file."""
+
+    retries: int = Field(1, ge=0)  # per task; a killed or failed attempt is retried this often
+    retry_delay_s: int = Field(300, ge=0)
+    # wait_for_landing: the tracking export usually lands within the two hours before the
+    # 02:00 run; poke every five minutes for up to eight more hours, then fail the night.
+    landing_poke_interval_s: int = Field(300, ge=1)
+    landing_timeout_s: int = Field(8 * 3600, ge=1)
+
+
 class FusionrecConfig(Section):
     model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
 
@@ -328,6 +339,7 @@ class FusionrecConfig(Section):
     fusion: FusionConfig = defaults_of(FusionConfig)
     evaluation: EvaluationConfig = defaults_of(EvaluationConfig)
     serving_store: ServingStoreConfig = defaults_of(ServingStoreConfig)
+    airflow: AirflowConfig = defaults_of(AirflowConfig)
 
 
 # Environment variables that map onto config keys (dotted paths).

@@ -55,6 +55,24 @@ def test_tags_retries_and_schedule(dagbag):
     assert not dag.catchup
 
 
+def test_retries_and_the_landing_wait_come_from_the_config_file(tmp_path, monkeypatch):
+    # The stack's tests retry after 5 s and poke every 10 s; production keeps 5 min and 8 h.
+    import datetime as dt
+    import json
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps({"airflow": {"retries": 2, "retry_delay_s": 5,
+                                                   "landing_poke_interval_s": 10, "landing_timeout_s": 600}}))
+    monkeypatch.setenv("FUSIONREC_CONFIG", str(config_file))
+    monkeypatch.syspath_prepend(str(REPO / "plugins"))
+    dag = DagBag(dag_folder=str(REPO / "dags")).dags["recsys_nightly"]
+    assert {(task.retries, task.retry_delay) for task in dag.tasks} == {(2, dt.timedelta(seconds=5))}
+    sensor = dag.get_task("wait_for_landing")
+    assert (sensor.poke_interval, sensor.timeout, sensor.mode) == (10, 600, "reschedule")
+
+
 def test_the_nightly_run_processes_the_day_that_just_ended(dagbag):
     import pendulum
 
