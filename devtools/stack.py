@@ -10,7 +10,7 @@ The same DAG and jobs code as `make demo`; only configuration differs:
 |----------------------|-------------------------------------------|----------------------------------------|
 | postgres             | (already running on 127.0.0.1:5432)       | role `fusionrec`, databases            |
 |                      |                                           | fusionrec_airflow / _mlflow / _serving |
-| redis                | (already running on 127.0.0.1:6379)       | serving store (top-K per user)         |
+| redis                | (already running on 127.0.0.1:6379)       | serving store (user <prefix>_serving)  |
 | spark-master         | spark-class ...deploy.master.Master       | spark://127.0.0.1:7077                 |
 | spark-worker         | spark-class ...deploy.worker.Worker       | executors of the Spark stages          |
 | mlflow               | mlflow server (PostgreSQL + served artifacts) | tracking server, model registry    |
@@ -168,7 +168,8 @@ def task_environment(settings: Settings) -> dict:
         "FUSIONREC_CREATE_KEY_FILE": "false",
         "AIRFLOW_CONN_FUSIONREC_USER_ID_KEY": json.dumps({"conn_type": "generic", "password": key}),
         "AIRFLOW_CONN_FUSIONREC_SERVING_POSTGRES": settings.db_url("serving", "postgresql"),
-        "AIRFLOW_CONN_FUSIONREC_SERVING_REDIS": f"redis://{REDIS_HOST}:{REDIS_PORT}/{settings.redis_db}",
+        "AIRFLOW_CONN_FUSIONREC_SERVING_REDIS": (f"redis://{redis_user(settings)}:{secret(settings, 'redis_password')}"
+                                                 f"@{REDIS_HOST}:{REDIS_PORT}/{settings.redis_db}"),
     }
 
 
@@ -384,13 +385,52 @@ def ensure_postgres(settings: Settings, fresh: bool = False) -> None:
                     sql.Identifier(database), sql.Identifier(ROLE)))
 
 
-def ensure_redis(settings: Settings) -> None:
+def redis_user(settings: Settings) -> str:
+    return f"{settings.db_prefix}_serving"
+
+
+def redis_admin():
     import redis
 
+    return redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_timeout=5)
+
+
+def ensure_redis(settings: Settings) -> None:
+    """The serving store's own Redis user: its password, its key prefix, no admin commands."""
+    import redis
+
+    key_prefix = fusionrec_config(settings).get("serving_store", {}).get("redis_key_prefix", "fusionrec")
     try:
-        redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=settings.redis_db, socket_timeout=5).ping()
+        redis_admin().execute_command("ACL", "SETUSER", redis_user(settings), "reset", "on",
+                                      f">{secret(settings, 'redis_password')}", f"~{key_prefix}:*",
+                                      "+@all", "-@dangerous")
     except redis.RedisError as error:
         raise StackError(f"redis: Redis is not reachable on {REDIS_HOST}:{REDIS_PORT}: {error}")
+
+
+def refuse_redis_user(settings: Settings, refuse: bool) -> None:
+    """Fault injection: Redis refuses (or accepts again) the serving store's user; its open
+    connections are closed, so every command from now on meets the refusal."""
+    admin = redis_admin()
+    admin.execute_command("ACL", "SETUSER", redis_user(settings), "off" if refuse else "on")
+    if refuse:
+        admin.execute_command("CLIENT", "KILL", "USER", redis_user(settings))
+
+
+def refuse_postgres_database(settings: Settings, name: str, refuse: bool) -> None:
+    """Fault injection: PostgreSQL refuses (or accepts again) connections to one of the
+    stack's databases; its open sessions are ended."""
+    import psycopg
+    from psycopg import sql
+
+    database = f"{settings.db_prefix}_{name}"
+    with psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_ADMIN, dbname="postgres", autocommit=True,
+                         connect_timeout=5) as connection:
+        connection.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
+            sql.Identifier(database), sql.SQL("false" if refuse else "true")))
+        if refuse:
+            connection.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                               (database,))
 
 
 def migrate_airflow(settings: Settings) -> None:
@@ -470,38 +510,61 @@ def up(settings: Settings, fresh: bool = False, say=print) -> dict:
     return settings.urls()
 
 
-def stop_group(pid: int, grace_s: float) -> None:
+def _signal_group(pgid: int, signum: int) -> bool:
+    """Send signum to process group pgid; False when the group is gone."""
     try:
-        os.killpg(pid, signal.SIGTERM)
+        os.killpg(pgid, signum)
     except (ProcessLookupError, PermissionError):
-        return
+        return False
+    return True
+
+
+def stop_groups(pgids: list[int], grace_s: float) -> None:
+    """SIGTERM every group at once, then SIGKILL what is left after grace_s (one wait for all)."""
+    alive = [pgid for pgid in pgids if _signal_group(pgid, signal.SIGTERM)]
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except (ProcessLookupError, PermissionError):
-            return
+    while alive and time.monotonic() < deadline:
         time.sleep(0.5)
+        alive = [pgid for pgid in alive if _signal_group(pgid, 0)]
+    for pgid in alive:
+        _signal_group(pgid, signal.SIGKILL)
+
+
+def _started_pid(settings: Settings, name: str) -> int | None:
+    """The pid recorded for a component (its process group), removing the record; None if none."""
+    pid_file = settings.pid_file(name)
+    if not pid_file.is_file():
+        return None
     try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+        pid = int(pid_file.read_text())
+    except ValueError:
+        pid = 0
+    pid_file.unlink(missing_ok=True)
+    return pid
+
+
+def stop_component(settings: Settings, name: str) -> bool:
+    """Stop one component's process group; False when it was not started."""
+    pid = _started_pid(settings, name)
+    if pid:
+        stop_groups([pid], STOP_GRACE_S)
+    return pid is not None
+
+
+def restart_component(settings: Settings, name: str) -> float:
+    """Start one stopped component again; seconds until it is healthy."""
+    [component] = [component for component in COMPONENTS if component.name == name]
+    start_component(settings, component, full_environment(settings))
+    return wait_healthy(settings, component)
 
 
 def down(settings: Settings, say=print) -> None:
-    """Stop every component's process group, last started first."""
-    for component in reversed(COMPONENTS):
-        pid_file = settings.pid_file(component.name)
-        if not pid_file.is_file():
-            continue
-        try:
-            pid = int(pid_file.read_text())
-        except ValueError:
-            pid = None
-        if pid:
-            stop_group(pid, STOP_GRACE_S)
-        pid_file.unlink(missing_ok=True)
-        say(f"{component.name:22} stopped")
+    """Stop every component's process group: all signalled at once, one grace period."""
+    started = {component.name: _started_pid(settings, component.name) for component in reversed(COMPONENTS)}
+    stop_groups([pid for pid in started.values() if pid], STOP_GRACE_S)
+    for name, pid in started.items():
+        if pid is not None:
+            say(f"{name:22} stopped")
 
 
 def status(settings: Settings, say=print) -> bool:
