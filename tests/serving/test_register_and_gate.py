@@ -35,8 +35,8 @@ def logged_model(config, tmp_path) -> Path:
 
     write_tiny_night(config)
     fuse.run(Night.plan(config, DS))
-    configure_mlflow(config)
-    with mlflow.start_run():
+    experiment_id = configure_mlflow(config)  # the run in it: its artifacts under tmp_path, not ./mlruns
+    with mlflow.start_run(experiment_id=experiment_id):
         model_uri = log_bundle(config, DS, "fusion_rrf", request_frame([["sku1", "sku2"]], [["view", "click"]]))
     return Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(tmp_path / "model")))
 
