@@ -15,7 +15,10 @@ Each model runs in a fresh Python process that loads the data, fits, and evaluat
 includes the interpreter, the libraries and the data, and no model pays for another.
 `train_s` is the wall-clock time of fitting only (for gru, including its per-epoch
 validation recall; likewise sasrec). Results go to bench/results/<folder name>.json as
-{model: {"P@20": %, "MRR@20": %, "train_s": s, "peak_mb": MB}}.
+{model: {"P@20": %, "MRR@20": %, "train_s": s, "peak_mb": MB, "repeat_share": %,
+"P@20 repeat": %, "MRR@20 repeat": %, "P@20 new": %, "MRR@20 new": %}}: the same metrics
+over the test examples whose target is already in its prefix (`repeat`: a re-view, a
+comparison, a re-purchase) and over the others (`new`), with the share of repeats.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))  # `python bench/models.py` puts only bench/ on the path
 
-from jobs.evaluation.metrics import evaluate_scorer  # noqa: E402
+from jobs.evaluation.metrics import ranking_metrics, scorer_ranks  # noqa: E402
 from jobs.common.features import Examples  # noqa: E402
 from jobs.common.schema import EVENT_TYPE_INDEX, VIEW  # noqa: E402
 
@@ -355,11 +358,35 @@ def run_model(model: str, folder: Path, options: argparse.Namespace) -> dict:
     scorer, test = fit_model(model, data, options)
     train_s = time.monotonic() - started
     started = time.monotonic()
-    metrics = evaluate_scorer(scorer, test, ks=(K,), batch_size=EVAL_BATCH)
+    ranks = scorer_ranks(scorer, test, batch_size=EVAL_BATCH)
     print(f"{model}: fit {train_s:.1f} s, evaluation {time.monotonic() - started:.1f} s", flush=True)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return {PRECISION: round(100 * metrics[f"recall@{K}"], 3), MRR: round(100 * metrics[f"mrr@{K}"], 3),
-            "train_s": round(train_s, 2), "peak_mb": round(peak_kib / 1024, 1)}
+    return {**percent_metrics(ranks), "train_s": round(train_s, 2), "peak_mb": round(peak_kib / 1024, 1),
+            **by_target_type(ranks, repeat_targets(data.test))}
+
+
+def percent_metrics(ranks: np.ndarray, suffix: str = "") -> dict:
+    """{"P@20<suffix>": %, "MRR@20<suffix>": %} of target ranks."""
+    metrics = ranking_metrics(ranks, ks=(K,))
+    return {f"{PRECISION}{suffix}": round(100 * metrics[f"recall@{K}"], 3),
+            f"{MRR}{suffix}": round(100 * metrics[f"mrr@{K}"], 3)}
+
+
+def repeat_targets(test: Examples) -> np.ndarray:
+    """True where the example's target is already in its (full, unpadded) prefix."""
+    return (test.targets > 0) & (test.items == test.targets[:, None]).any(axis=1)
+
+
+def by_target_type(ranks: np.ndarray, repeat: np.ndarray) -> dict:
+    """The share of repeat targets (%) and the metrics over repeat and over new targets (a
+    type without examples has none)."""
+    if len(repeat) != len(ranks):
+        raise ValueError(f"{len(repeat)} target types for {len(ranks)} ranks: the examples were reordered")
+    row = {"repeat_share": round(100 * float(repeat.mean()), 3)}
+    for name, mask in (("repeat", repeat), ("new", ~repeat)):
+        if mask.any():
+            row.update(percent_metrics(ranks[mask], f" {name}"))
+    return row
 
 
 # --- Driver: one process per model --------------------------------------------------------
@@ -389,14 +416,19 @@ def _forwarded_options(options: argparse.Namespace) -> list[str]:
     return forwarded
 
 
+TARGET_TYPE_COLUMNS = (f"{PRECISION} repeat", f"{MRR} repeat", f"{PRECISION} new", f"{MRR} new")
+
+
 def results_table(results: dict, published: dict) -> str:
-    lines = [f"| model | {PRECISION} | {MRR} | published {PRECISION} | published {MRR} | train_s | peak_mb |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [f"| model | {PRECISION} | {MRR} | published {PRECISION} | published {MRR} | train_s | peak_mb "
+             f"| {' | '.join(TARGET_TYPE_COLUMNS)} |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for model, row in results.items():
         cited = published.get(model)
         cited_cells = [f"{value:.2f}" for value in cited] if cited else ["-", "-"]
+        # Rows measured before the split existed have no target-type cells.
+        split_cells = [f"{row[column]:.2f}" if column in row else "-" for column in TARGET_TYPE_COLUMNS]
         lines.append(f"| {model} | {row[PRECISION]:.2f} | {row[MRR]:.2f} | {' | '.join(cited_cells)} "
-                     f"| {row['train_s']:.1f} | {row['peak_mb']:.0f} |")
+                     f"| {row['train_s']:.1f} | {row['peak_mb']:.0f} | {' | '.join(split_cells)} |")
     return "\n".join(lines)
 
 

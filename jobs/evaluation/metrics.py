@@ -30,8 +30,8 @@ miss at every cutoff. That is the conservative reading: the metric measures what
 would actually be shown. Dropping those examples instead would report more than users get,
 the more so on repeat-heavy traffic; either way every model sees the same examples.
 
-`example_segments` splits examples into new vs returning users and short vs long
-histories, and `bootstrap_intervals` gives percentile-bootstrap confidence intervals from
+`example_segments` splits examples into new vs returning users, short vs long histories
+and repeat vs new targets (is the next item already in the history?), and `bootstrap_intervals` gives percentile-bootstrap confidence intervals from
 per-example contributions (`metric_contributions`), which are computed once per model.
 """
 
@@ -58,7 +58,12 @@ SEGMENT_NEW_USERS = "new_users"
 SEGMENT_RETURNING_USERS = "returning_users"
 SEGMENT_SHORT_HISTORY = "short_history"
 SEGMENT_LONG_HISTORY = "long_history"
-SEGMENTS = (SEGMENT_NEW_USERS, SEGMENT_RETURNING_USERS, SEGMENT_SHORT_HISTORY, SEGMENT_LONG_HISTORY)
+# The next item is already in the history the model sees (a re-view, a comparison, a
+# re-purchase), or it is not. Shops differ most here: a model weak on repeats shows at once.
+SEGMENT_REPEAT_TARGET = "repeat_target"
+SEGMENT_NEW_TARGET = "new_target"
+SEGMENTS = (SEGMENT_NEW_USERS, SEGMENT_RETURNING_USERS, SEGMENT_SHORT_HISTORY, SEGMENT_LONG_HISTORY,
+            SEGMENT_REPEAT_TARGET, SEGMENT_NEW_TARGET)
 
 
 class Scorer(Protocol):
@@ -222,6 +227,8 @@ def example_segments(examples, sequences, split: int, long_history_min_events: i
     long_history: at least long_history_min_events non-padding events in the example's
     history (event type != 0; an out-of-catalog item is a real event with item index 0),
     counted within the max_len columns; short_history: fewer.
+    repeat_target: the target item is among the example's history items (the max_len events
+    the models see; index 0, out of catalog or padding, never counts); new_target: all others.
     """
     if long_history_min_events < 1:
         raise ValueError(f"long_history_min_events must be >= 1, got {long_history_min_events}")
@@ -232,8 +239,11 @@ def example_segments(examples, sequences, split: int, long_history_min_events: i
     returning_users = sequences.loc[had_earlier_day.to_numpy(dtype=bool), USER_ID].to_numpy(dtype=object)
     returning = np.isin(np.asarray(examples.user_ids, dtype=object), returning_users)
     long_history = (np.asarray(examples.types) != 0).sum(axis=1) >= long_history_min_events
+    targets = np.asarray(examples.targets)
+    repeat = (targets > 0) & (np.asarray(examples.items) == targets[:, None]).any(axis=1)
     return {SEGMENT_NEW_USERS: ~returning, SEGMENT_RETURNING_USERS: returning,
-            SEGMENT_SHORT_HISTORY: ~long_history, SEGMENT_LONG_HISTORY: long_history}
+            SEGMENT_SHORT_HISTORY: ~long_history, SEGMENT_LONG_HISTORY: long_history,
+            SEGMENT_REPEAT_TARGET: repeat, SEGMENT_NEW_TARGET: ~repeat}
 
 
 def segment_metrics(ranks: np.ndarray, segments: dict[str, np.ndarray], ks=DEFAULT_KS) -> dict[str, dict]:

@@ -326,6 +326,8 @@ def test_segments_split_new_and_returning_users_and_history_lengths():
         "returning_users": [True, True, False, True],
         "short_history": [True, False, False, True],
         "long_history": [False, True, True, False],
+        "repeat_target": [False, False, False, False],  # no target is in its own history
+        "new_target": [True, True, True, True],
     }
     results = segment_metrics(np.array([1, 4, 2, 30]), segments, ks=(2,))
     assert results["new_users"] == pytest.approx({"n_examples": 1, "recall@2": 1.0, "mrr@2": 0.5,
@@ -335,6 +337,25 @@ def test_segments_split_new_and_returning_users_and_history_lengths():
     assert results["returning_users"]["mrr@2"] == pytest.approx(1 / 3)
     assert (results["long_history"]["recall@2"], results["long_history"]["mrr@2"]) == pytest.approx((0.5, 0.25))
     assert (results["short_history"]["recall@2"], results["short_history"]["mrr@2"]) == pytest.approx((0.5, 0.5))
+
+
+def test_a_target_already_in_the_history_is_a_repeat_target():
+    from jobs.common.features import make_examples
+
+    # r views 2, 3, back to 2, 2 again; n views 4 then 5 (all on the test day).
+    sequences = pd.DataFrame({USER_ID: ["r", "n"], ITEM_IDX: [[2, 3, 2, 2], [4, 5]],
+                              EVENT_TYPE_IDX: [[1, 1, 1, 1], [1, 1]], TIMESTAMPS: [[1, 2, 3, 4], [1, 2]],
+                              SPLIT: [[SPLIT_TEST] * 4, [SPLIT_TEST] * 2]})
+    examples = make_examples(sequences, SPLIT_TEST, max_len=3)
+    # Examples: r -> 3 (history [2]), r -> 2 ([2, 3]), r -> 2 ([2, 3, 2]), n -> 5 ([4]).
+    assert examples.targets.tolist() == [3, 2, 2, 5]
+    segments = example_segments(examples, sequences, SPLIT_TEST, long_history_min_events=2)
+    assert segments["repeat_target"].tolist() == [False, True, True, False]
+    assert segments["new_target"].tolist() == [True, False, False, True]
+    # Ranks 5, 1, 2, 1 at k=2: repeats hit twice (MRR (1 + 1/2) / 2), new ones once (MRR 1/2).
+    results = segment_metrics(np.array([5, 1, 2, 1]), segments, ks=(2,))
+    assert (results["repeat_target"]["n_examples"], results["repeat_target"]["mrr@2"]) == (2, pytest.approx(0.75))
+    assert (results["new_target"]["recall@2"], results["new_target"]["mrr@2"]) == pytest.approx((0.5, 0.5))
 
 
 def test_an_empty_segment_reports_only_its_size():

@@ -210,10 +210,30 @@ def test_bench_runs_the_baselines_on_a_tiny_folder(tmp_path):
     assert written == results
     assert list(written) == ["pop", "spop", "item_knn"]
     for row in written.values():
-        assert set(row) == {"P@20", "MRR@20", "train_s", "peak_mb"}
+        # Both targets are new (not in their prefix): no repeat cells, and new = overall.
+        assert set(row) == {"P@20", "MRR@20", "train_s", "peak_mb", "repeat_share", "P@20 new", "MRR@20 new"}
         assert row["train_s"] >= 0 and row["peak_mb"] > 0
+        assert (row["repeat_share"], row["P@20 new"], row["MRR@20 new"]) == (0.0, row["P@20"], row["MRR@20"])
     assert {model: (row["P@20"], row["MRR@20"]) for model, row in written.items()} == {
         "pop": (50.0, 50.0), "spop": (50.0, 25.0), "item_knn": (50.0, 50.0)}
+
+
+def test_bench_splits_every_row_by_repeat_and_new_targets(tmp_path):
+    # The same sessions; a third test example "2 3" -> 2 returns to an item of its prefix.
+    # POP ranks 2 first (3 train clicks, the most): "1" -> 2 rank 1, "4 5" -> 25
+    # rank 25 (a miss), "2 3" -> 2 rank 1. Overall 2 hits of 3; repeat: 1 of 1; new: 1 of 2.
+    folder = write_session_folder(tmp_path / "repeats", ["1 2 3", "1 2", "2 3", " ".join(map(str, range(4, 26)))],
+                                  ["1\t2", "4 5\t25", "2 3\t2"])
+    results = load_bench().main(["--data", str(folder), "--results-dir", str(tmp_path / "results"),
+                                 "--models", "pop"])
+    row = {key: value for key, value in results["pop"].items() if key not in ("train_s", "peak_mb")}
+    assert row == {"P@20": 66.667, "MRR@20": 66.667, "repeat_share": 33.333,
+                   "P@20 repeat": 100.0, "MRR@20 repeat": 100.0, "P@20 new": 50.0, "MRR@20 new": 50.0}
+    [pop_line] = [line for line in load_bench().results_table(results, {}).splitlines() if line.startswith("| pop |")]
+    assert pop_line.startswith("| pop | 66.67 | 66.67 | - | - |")
+    assert pop_line.endswith("| 100.00 | 100.00 | 50.00 | 50.00 |")
+    assert load_bench().results_table({"old": {"P@20": 1.0, "MRR@20": 0.5, "train_s": 1.0, "peak_mb": 9.0}},
+                                      {}).endswith("| old | 1.00 | 0.50 | - | - | 1.0 | 9 | - | - | - | - |")
 
 
 def test_bench_names_the_bad_line(tmp_path):
