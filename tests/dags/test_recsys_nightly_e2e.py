@@ -153,18 +153,30 @@ def test_metrics_report_covers_every_model_and_fusion_level(pipeline):
     assert metrics["user_encoder"]["recall@20"] > metrics["popularity"]["recall@20"]
 
 
-def test_each_training_and_evaluation_stage_logged_an_mlflow_run_with_metrics(pipeline):
+def test_each_training_and_evaluation_stage_logged_one_mlflow_run_per_night_with_metrics(pipeline):
+    # The night ran twice: each stage's second run replaced its first (deleted, tagged with its
+    # successor), except the gate's, whose runs each registered a model version (v1, v2).
     from mlflow import MlflowClient
+    from mlflow.entities import ViewType
 
     from jobs.common.tracking import configure_mlflow
 
     config = pipeline["config"]
     experiment_id = configure_mlflow(config)
-    runs = MlflowClient().search_runs([experiment_id], filter_string=f"tags.ds = '{DS}'")
+    client = MlflowClient()
+    active = client.search_runs([experiment_id], filter_string=f"tags.ds = '{DS}'")
+    retired = client.search_runs([experiment_id], filter_string=f"tags.ds = '{DS}'",
+                                 run_view_type=ViewType.DELETED_ONLY)
     for stage in STAGE_RUNS:
-        stage_runs = [r for r in runs if r.data.tags.get("stage") == stage]
-        assert len(stage_runs) == 2, f"{stage}: one run per DAG run expected"
-        assert all(r.data.metrics for r in stage_runs), f"{stage} logged no metrics"
+        kept = [r for r in active if r.data.tags.get("stage") == stage]
+        replaced = [r for r in retired if r.data.tags.get("stage") == stage]
+        assert all(r.data.metrics for r in kept), f"{stage} logged no metrics"
+        if stage == "register_and_gate":
+            assert (len(kept), replaced) == (2, []), stage
+            continue
+        assert (len(kept), len(replaced)) == (1, 1), f"{stage}: one run per stage and night expected"
+        assert replaced[0].data.tags["fusionrec.superseded_by"] == kept[0].info.run_id
+        assert replaced[0].info.start_time < kept[0].info.start_time
 
 
 def test_first_version_is_champion_and_the_rerun_is_gated_against_it(pipeline):
