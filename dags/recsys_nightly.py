@@ -10,6 +10,8 @@ every queue. Params left at null keep the configured values
 Before ingest, wait_for_landing waits (rescheduling, so it holds no worker slot) until the
 night's clickstream export has landed; every task has a finite execution_timeout
 (STAGE_TIMEOUTS), and a failed task logs one line naming itself, the night and its log.
+Retries and the landing wait come from config section airflow (resolved when the file is
+parsed: FUSIONREC_CONFIG and the defaults, nothing heavy).
 """
 
 import datetime as dt
