@@ -350,8 +350,13 @@ def kill_midway_and_wait(night, task_id: str, midway) -> dict:
     import signal
 
     attempt = clear_task(night, task_id)
-    running = wait_for_task(night, task_id, lambda ti: ti["try_number"] == attempt and ti["state"] == "running"
-                            and ti["pid"] and midway(), "running midway", poll_s=0.5)
+
+    def running_midway(ti) -> bool:
+        if ti["try_number"] == attempt and ti["state"] in ("success", "failed"):
+            pytest.fail(f"{task_id} ended ({ti['state']}) before the test saw it midway")
+        return ti["try_number"] == attempt and ti["state"] == "running" and bool(ti["pid"]) and midway()
+
+    running = wait_for_task(night, task_id, running_midway, "running midway", poll_s=0.5)
     os.kill(running["pid"], signal.SIGKILL)
     retried = wait_for_task(night, task_id, finished(attempt + 1), "retried")
     assert retried["state"] == "success", f"{task_id} retry: {task_log(night, task_id, attempt + 1)[-3000:]}"
