@@ -31,8 +31,9 @@ would actually be shown. Dropping those examples instead would report more than 
 the more so on repeat-heavy traffic; either way every model sees the same examples.
 
 `example_segments` splits examples into new vs returning users, short vs long histories
-and repeat vs new targets (is the next item already in the history?), and `bootstrap_intervals` gives percentile-bootstrap confidence intervals from
-per-example contributions (`metric_contributions`), which are computed once per model.
+and repeat vs new targets (is the next item already in the history?), and
+`bootstrap_intervals` gives percentile-bootstrap confidence intervals from per-example
+contributions (`metric_contributions`), which are computed once per model.
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ every store holds it and every check passes does each store's pointer switch to 
 atomic step per store. A failing check (or an unreachable store) keeps yesterday's version
 live, drops what was written of the new one and fails the task with a message naming the
 check and its numbers. A store failing at the switch itself (after others switched) makes the
-ones that switched go back to what they served before. After the switch, versions beyond the last serving_store.versions_kept
-that were live are dropped, and so is any leftover that never went live.
+ones that switched go back to what they served before. After the switch, versions beyond the
+last serving_store.versions_kept that were live are dropped, and so is any leftover that
+never went live.
 
 The checks (thresholds in config serving_store, explained there):
 - full_user_lists: every user list has top_k items (and there is at least one user);

@@ -193,9 +193,8 @@ def run(night: Night) -> dict:
                   f"earlier attempt, fingerprint {fingerprint}): gating it, not registering again")
         else:
             model_uri = log_bundle(config, ds, variant, requests.head(2))
-            version = mlflow.register_model(
-                model_uri, name, tags={"ds": ds, "variant": variant, FINGERPRINT_TAG: fingerprint}).version
-            version = str(version)
+            version = str(mlflow.register_model(
+                model_uri, name, tags={"ds": ds, "variant": variant, FINGERPRINT_TAG: fingerprint}).version)
         challenger = score_model(f"models:/{name}/{version}", requests, targets, k)
         champion_version = _current_champion(client, name)
         if champion_version == version:  # an earlier attempt promoted it before it was killed
