@@ -45,52 +45,75 @@ def union_all(frames: list[DataFrame]) -> DataFrame:
 
 
 def read_raw_lines(spark: SparkSession, config: dict, dates: list[str]) -> DataFrame:
-    """Raw event lines of each date as (record, dt); a date without a folder is a ValueError."""
-    frames = []
-    for ds in dates:
-        folder = partition_path(config, RAW_EVENTS, ds)
-        lines = _read_text_files(spark, folder, f"no raw events for {ds}: {folder} does not exist "
-                                                f"(did ingest run for this date?)")
-        frames.append(lines.select(F.col("value").alias(RECORD), F.lit(ds).alias(DT)))
-    return union_all(frames)
+    """Raw event lines of each date as (record, dt); a date without a folder is a ValueError.
+
+    One read over every date's folder (one file listing, one scan), not a read per date:
+    the plan and the number of Spark jobs stay the same for 14 dates or 365.
+    """
+    folders = _existing_partitions(spark, config, RAW_EVENTS, dates, lambda ds, folder: (
+        f"no raw events for {ds}: {folder} does not exist (did ingest run for this date?)"))
+    lines = _read_partitions(spark.read.option("pathGlobFilter", RAW_FILE_GLOB).format("text"),
+                             dataset_path(config, RAW_EVENTS), folders)
+    return lines.select(F.col("value").alias(RECORD), DT)
 
 
 def read_catalog(spark: SparkSession, config: dict, ds: str) -> DataFrame:
-    """Day ds's catalog: CATALOG_FIELDS (price as double) and dt, validated.
+    """Day ds's catalog (read_catalogs of one date)."""
+    return read_catalogs(spark, config, [ds])
 
-    A catalog line that is not a JSON object, lacks item_id or repeats one is a ValueError:
-    item ids and indices are built from the catalog, so guessing would corrupt them.
-    A non-numeric or negative price becomes null (unknown price).
+
+def read_catalogs(spark: SparkSession, config: dict, dates: list[str]) -> DataFrame:
+    """The dates' catalogs: CATALOG_FIELDS (price as double) and dt, validated, in one read.
+
+    A catalog line that is not a JSON object, lacks item_id or repeats one within its day is
+    a ValueError: item ids and indices are built from the catalog, so guessing would corrupt
+    them. A non-numeric or negative price becomes null (unknown price).
     """
-    folder = partition_path(config, RAW_CATALOG, ds)
-    lines = _read_text_files(spark, folder, f"no catalog for {ds}: {folder} does not exist")
+    folders = _existing_partitions(spark, config, RAW_CATALOG, dates,
+                                   lambda ds, folder: f"no catalog for {ds}: {folder} does not exist")
+    lines = _read_partitions(spark.read.option("pathGlobFilter", RAW_FILE_GLOB).format("text"),
+                             dataset_path(config, RAW_CATALOG), folders)
     rows = lines.select(F.from_json("value", all_text_schema(CATALOG_FIELDS),
-                                    {"columnNameOfCorruptRecord": CORRUPT_RECORD}).alias("row"), "value")
+                                    {"columnNameOfCorruptRecord": CORRUPT_RECORD}).alias("row"), "value", DT)
     unusable = (F.col("row").isNull() | F.col(f"row.{CORRUPT_RECORD}").isNotNull()
                 | F.col(f"row.{ITEM_ID}").isNull() | (F.trim(F.col(f"row.{ITEM_ID}")) == ""))
-    first_unusable = rows.where(unusable).select("value").first()
+    first_unusable = rows.where(unusable).select("value", DT).first()
     if first_unusable is not None:
-        raise ValueError(f"catalog {folder}: a line is not a JSON object with an item_id: "
-                         f"{first_unusable[0]!r}")
-    catalog = rows.select(*[F.col(f"row.{name}").alias(name) for name in CATALOG_FIELDS], F.lit(ds).alias(DT))
+        raise ValueError(f"catalog {partition_path(config, RAW_CATALOG, first_unusable[DT])}: a line is not "
+                         f"a JSON object with an item_id: {first_unusable['value']!r}")
+    catalog = rows.select(*[F.col(f"row.{name}").alias(name) for name in CATALOG_FIELDS], DT)
     price = parsed_price()
     catalog = catalog.withColumn(PRICE, F.when(price >= 0, price))
-    repeated = catalog.groupBy(ITEM_ID).count().where(F.col("count") > 1).first()
+    repeated = catalog.groupBy(DT, ITEM_ID).count().where(F.col("count") > 1).first()
     if repeated is not None:
-        raise ValueError(f"catalog {folder}: item_id {repeated[ITEM_ID]!r} "
-                         f"appears {repeated['count']} times")
+        raise ValueError(f"catalog {partition_path(config, RAW_CATALOG, repeated[DT])}: item_id "
+                         f"{repeated[ITEM_ID]!r} appears {repeated['count']} times")
     return catalog
 
 
-def _read_text_files(spark: SparkSession, folder: str, missing_message: str) -> DataFrame:
-    """The lines of the folder's RAW_FILE_GLOB files (other files, e.g. a manifest, are skipped).
+def _existing_partitions(spark: SparkSession, config: dict, dataset: str, dates: list[str],
+                         missing_message) -> list[str]:
+    """The dates' partition folders; the first missing one is a ValueError (missing_message(ds, folder)).
 
-    Lazy: a file Spark cannot decompress fails the first action on the frame, deep inside
-    the stage; readable_read_errors() turns that failure into an UnreadableFileError.
+    Checked here, on the driver, because Spark would log a stack trace for a missing path.
     """
-    if not path_exists(spark, folder):  # checked first: Spark would log a stack trace
-        raise ValueError(missing_message)
-    return spark.read.option("pathGlobFilter", RAW_FILE_GLOB).text(folder)
+    folders = [partition_path(config, dataset, ds) for ds in dates]
+    for ds, folder in zip(dates, folders):
+        if not path_exists(spark, folder):
+            raise ValueError(missing_message(ds, folder))
+    return folders
+
+
+def _read_partitions(reader, dataset_folder: str, folders: list[str]) -> DataFrame:
+    """folders (dt=YYYY-MM-DD partitions of dataset_folder) as one frame with dt as 'YYYY-MM-DD' text.
+
+    Partition discovery types dt as a date; cast back, it is the folder's text again. Folders
+    without a matching file give no rows (and no discovered dt column: added as null text).
+    """
+    frame = reader.option("basePath", dataset_folder).load(folders)
+    if DT not in frame.columns:
+        return frame.withColumn(DT, F.lit(None).cast("string"))
+    return frame.withColumn(DT, F.col(DT).cast("string"))
 
 
 class UnreadableFileError(ValueError):
@@ -156,17 +179,11 @@ def _readable_path(uri: str) -> str:
 def read_event_partitions(spark: SparkSession, config: dict, dataset: str, dates: list[str]) -> DataFrame:
     """Parquet partitions of an event dataset for the dates, with dt as a 'YYYY-MM-DD' string.
 
-    Partitions are read one by one (not by partition discovery, which would type dt as a
-    date) so a missing one is named in the error.
+    One read over the dates' folders; a missing one is named in the error.
     """
-    frames = []
-    for ds in dates:
-        path = partition_path(config, dataset, ds)
-        if not path_exists(spark, path):
-            raise ValueError(f"no {dataset} partition for {ds}: {path} does not exist "
-                             f"(did the previous stage run for this date?)")
-        frames.append(spark.read.parquet(path).withColumn(DT, F.lit(ds)))
-    return union_all(frames)
+    folders = _existing_partitions(spark, config, dataset, dates, lambda ds, folder: (
+        f"no {dataset} partition for {ds}: {folder} does not exist (did the previous stage run for this date?)"))
+    return _read_partitions(spark.read.format("parquet"), dataset_path(config, dataset), folders)
 
 
 def write_partitions(frame: DataFrame, config: dict, dataset: str,
@@ -233,19 +250,26 @@ def count_outcomes(labeled: DataFrame, dates: list[str]) -> dict:
 
 
 def count_by_date(spark: SparkSession, config: dict, dataset: str, dates: list[str]) -> dict:
-    """{date: rows on disk} of a dt-partitioned dataset."""
-    return {ds: _count_rows(spark, partition_path(config, dataset, ds)) for ds in dates}
+    """{date: rows on disk} of a dt-partitioned dataset (0 for a date without a partition)."""
+    return _count_partitions(spark, dataset_path(config, dataset),
+                             {ds: partition_path(config, dataset, ds) for ds in dates})
 
 
 def count_quarantined(spark: SparkSession, config: dict, stage: str, dates: list[str]) -> dict:
     """{date: rows on disk} of one stage's quarantine."""
-    return {ds: _count_rows(spark, quarantine_partition_path(config, stage, ds)) for ds in dates}
+    return _count_partitions(spark, os.path.join(dataset_path(config, QUARANTINE_EVENTS), f"{STAGE}={stage}"),
+                             {ds: quarantine_partition_path(config, stage, ds) for ds in dates})
 
 
-def _count_rows(spark: SparkSession, folder: str) -> int:
-    # Folder by folder: Parquet counts come from the file footers, while listing a whole
-    # dataset with years of dates would cost more.
-    return spark.read.parquet(folder).count() if path_exists(spark, folder) else 0
+def _count_partitions(spark: SparkSession, dataset_folder: str, folders: dict) -> dict:
+    # One job over the dates' folders only: Parquet counts come from the file footers, while
+    # listing a whole dataset with years of dates would cost more.
+    counts = {ds: 0 for ds in folders}
+    existing = [folder for folder in folders.values() if path_exists(spark, folder)]
+    if existing:
+        frame = _read_partitions(spark.read.format("parquet"), dataset_folder, existing)
+        counts.update({row[DT]: row["count"] for row in frame.groupBy(DT).count().collect()})
+    return counts
 
 
 def check_conservation(stage: str, source_counts: dict, kept_counts: dict,

@@ -65,7 +65,7 @@ from jobs.etl.sessionize import sessionize
 from jobs.common.spark_session import get_spark
 from jobs.common.spark_io import (CORRUPT_RECORD, RAW_FILE_GLOB, all_text_schema, check_conservation,
                              count_by_date, count_outcomes, count_quarantined, parsed_price,
-                             read_catalog, read_raw_lines, replace_stage_output, union_all,
+                             read_catalogs, read_raw_lines, replace_stage_output,
                              validate_dates)
 
 STAGE_NAME = "clean"
@@ -293,7 +293,7 @@ def run(night: Night) -> dict:
     if empty_days:
         raise ValueError(f"no lines in {RAW_FILE_GLOB} files under {dataset_path(config, RAW_EVENTS)} "
                          f"for {empty_days}")
-    catalog_items = union_all([read_catalog(spark, config, ds).select(ITEM_ID, DT) for ds in dates])
+    catalog_items = read_catalogs(spark, config, dates).select(ITEM_ID, DT)
 
     settings = config["clean"]
     labeled = label_events(raw_lines, catalog_items, max_future_skew_s=settings["max_future_skew_s"],

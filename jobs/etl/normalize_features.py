@@ -31,7 +31,7 @@ import dataclasses
 import json
 import os
 
-from jobs.common.spark_io import read_catalog, read_event_partitions, union_all, write_partitions
+from jobs.common.spark_io import read_catalogs, read_event_partitions, write_partitions
 from jobs.common.lake import days_back, existing_partitions, partition_path, replace_partition
 from jobs.common.schema import (ADD_TO_CART, BRAND, BRAND_IDX, CATALOG_FIELDS, CATEGORY, CATEGORY_IDX, CLICK,
                          DENOISED_EVENTS, DT, EVENT_ID, EVENT_TIME, EVENT_TYPE, EVENT_TYPE_IDX,
@@ -347,7 +347,7 @@ def read_window_catalogs(spark, config: dict, splits: SplitDates) -> tuple[DataF
     """(the catalogs of the window's dates that have one, those dates); ds's (the last test day's) must exist."""
     landed = set(existing_partitions(config, RAW_CATALOG))
     dates = [day for day in splits.all if day in landed or day == splits.test[-1]]
-    return union_all([read_catalog(spark, config, day) for day in dates]), dates
+    return read_catalogs(spark, config, dates), dates
 
 
 def scaling_statistics(prices: dict, fitted_on_dates: list[str]) -> dict:

@@ -255,3 +255,44 @@ def test_catalog_with_a_repeated_item_is_rejected(spark, tmp_config):
 def test_conservation_check_reports_the_lost_rows():
     with pytest.raises(RuntimeError, match=f"clean {DAY}: 5 input rows but 3 kept \\+ 1 quarantined"):
         spark_lake.check_conservation("clean", {DAY: 5}, {DAY: 3}, {DAY: 1})
+
+
+def spark_jobs_of(spark, action) -> int:
+    """How many Spark jobs action() starts (counted through the job group it runs in)."""
+    context = spark.sparkContext
+    group = f"count-{os.urandom(4).hex()}"
+    context.setJobGroup(group, "counted")
+    try:
+        action()
+    finally:
+        context.setLocalProperty("spark.jobGroup.id", None)  # PySpark has no clearJobGroup
+    return len(context.statusTracker().getJobIdsForGroup(group))
+
+
+def test_clean_and_denoise_start_as_many_spark_jobs_for_six_dates_as_for_two(spark, tmp_config):
+    # One read over all dates' folders and one count per output, not a read or a count per
+    # date: a history of 365 dates costs the jobs of 2 (only the scans grow with the lines).
+    from jobs.etl import denoise
+
+    days = [(dt.date(2026, 11, 22) + dt.timedelta(days=n)).isoformat() for n in range(6)]
+    for number, ds in enumerate(days):
+        land(tmp_config, ds, [line(f"e{number}-{n}", f"{ds}T10:0{n}:00Z", user_id=f"u{n % 2}") for n in range(4)])
+    jobs = {}
+    for stage in (clean, denoise):
+        jobs[stage.STAGE_NAME] = [spark_jobs_of(spark, lambda: stage.run(Night.for_dates(tmp_config, dates)))
+                                  for dates in (days[-2:], days)]
+    assert jobs["clean"][0] == jobs["clean"][1] and jobs["denoise"][0] == jobs["denoise"][1], jobs
+
+
+def test_catalogs_of_several_days_are_read_at_once_and_a_repeat_is_named_with_its_day(spark, tmp_config):
+    # i1 is listed on both days (fine: one listing per day); NEXT_DAY lists i2 twice.
+    land(tmp_config, DAY, [VIEW], items=("i1",))
+    land(tmp_config, NEXT_DAY, [VIEW], items=("i1", "i2"))
+    assert sorted((row.dt, row.item_id) for row in spark_lake.read_catalogs(spark, tmp_config, [DAY, NEXT_DAY])
+                  .collect()) == [(DAY, "i1"), (NEXT_DAY, "i1"), (NEXT_DAY, "i2")]
+    land(tmp_config, NEXT_DAY, [VIEW], items=("i1", "i2", "i2"))
+    with pytest.raises(ValueError, match=f"catalog {partition_path(tmp_config, RAW_CATALOG, NEXT_DAY)}: "
+                                         f"item_id 'i2' appears 2 times"):
+        spark_lake.read_catalogs(spark, tmp_config, [DAY, NEXT_DAY])
+    with pytest.raises(ValueError, match="no catalog for 2026-11-29: .* does not exist"):
+        spark_lake.read_catalogs(spark, tmp_config, [DAY, "2026-11-29"])
