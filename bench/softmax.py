@@ -32,6 +32,7 @@ def epoch_seconds(loss: str, n_items: int, items, types, targets, negatives: int
     import keras
 
     from jobs.common.config import section_settings
+    from jobs.train.encoder_scorers import encoder_inputs
     from jobs.train.models.training import make_dataset
     from jobs.common.schema import N_EVENT_TYPES
     from jobs.train.train_user_encoder import build_encoder_from_settings, training_model
@@ -42,7 +43,8 @@ def epoch_seconds(loss: str, n_items: int, items, types, targets, negatives: int
     encoder = build_encoder_from_settings(settings, n_items, N_EVENT_TYPES, MAX_LEN)
     model, compiled_loss = training_model(encoder, loss, targets, n_items, negatives, seed=0)
     model.compile(optimizer=keras.optimizers.Adam(0.003), loss=compiled_loss, jit_compile=True)
-    data = make_dataset((items, types), BATCH, seed=0, targets=targets)
+    # Gaps of 0 (unknown): the random histories have no times.
+    data = make_dataset(tuple(encoder_inputs(encoder, items, types, None)), BATCH, seed=0, targets=targets)
     times = []
     for _ in range(epochs):
         started = time.perf_counter()

@@ -50,7 +50,10 @@ def test_final_metrics_are_those_of_the_best_epoch():
 
 
 def batches(dataset) -> list[list[int]]:
-    return [batch.numpy().tolist() for batch in dataset]
+    """One epoch's batches (and the next epoch's order is drawn, as fit does after each)."""
+    epoch = [dataset[index].tolist() for index in range(len(dataset))]
+    dataset.on_epoch_end()
+    return epoch
 
 
 def test_make_dataset_keeps_order_without_a_seed_and_shuffles_reproducibly_with_one():
@@ -60,12 +63,17 @@ def test_make_dataset_keeps_order_without_a_seed_and_shuffles_reproducibly_with_
     assert shuffled == batches(make_dataset(values, 2, seed=7))
     assert [len(batch) for batch in shuffled] == [2, 2, 1]
     assert sorted(sum(shuffled, [])) == [0, 1, 2, 3, 4]
+    reshuffled = make_dataset(values, 2, seed=7)
+    epochs = [batches(reshuffled) for _ in range(4)]
+    assert epochs[0] == shuffled and len({str(epoch) for epoch in epochs}) > 1  # a new order every epoch
 
 
 def test_make_dataset_pairs_inputs_with_targets():
-    pairs = [(x.numpy().tolist(), y.numpy().tolist())
-             for x, y in make_dataset(np.array([1, 2, 3]), 3, targets=np.array([10, 20, 30]))]
-    assert pairs == [([1, 2, 3], [10, 20, 30])]
+    dataset = make_dataset((np.array([1, 2, 3]), np.array([4, 5, 6])), 2, targets=np.array([10, 20, 30]))
+    pairs = [((a.tolist(), b.tolist()), y.tolist()) for (a, b), y in (dataset[0], dataset[1])]
+    assert pairs == [(([1, 2], [4, 5]), [10, 20]), (([3], [6]), [30])]
+    with pytest.raises(ValueError, match="same number of rows"):
+        make_dataset(np.array([1, 2]), 2, targets=np.array([1]))
 
 
 @contextlib.contextmanager
@@ -81,16 +89,39 @@ def global_policy(name: str):
         keras.mixed_precision.set_global_policy(previous)
 
 
+def see_gpus(monkeypatch, gpus: list[str]) -> None:
+    """Make the Keras backend in use report gpus through its own device query."""
+    import keras
+
+    if keras.config.backend() == "jax":
+        import jax
+
+        devices = [type("Device", (), {"platform": "gpu"})() for _ in gpus] or [type("Device", (), {"platform": "cpu"})()]
+        monkeypatch.setattr(jax, "devices", lambda *args: devices)
+    else:
+        import tensorflow as tf
+
+        monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: gpus if kind == "GPU" else [])
+
+
 @pytest.mark.parametrize("gpus, policy", [([], "float32"), (["GPU:0"], "mixed_float16")], ids=["cpu", "gpu"])
 def test_training_precision_is_mixed_only_on_a_gpu_and_restored_afterwards(monkeypatch, gpus, policy):
     import keras
-    import tensorflow as tf
 
-    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: gpus if kind == "GPU" else [])
+    see_gpus(monkeypatch, gpus)
     with global_policy("mixed_bfloat16"):
         with training_precision() as chosen:
             assert chosen == policy == keras.mixed_precision.global_policy().name
         assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+
+
+def test_the_backend_in_use_is_the_one_asked_for():
+    # tests/train/test_keras_backends.py runs this file under KERAS_BACKEND=jax as well.
+    import os
+
+    import keras
+
+    assert keras.config.backend() == os.environ.get("KERAS_BACKEND", "tensorflow")
 
 
 def test_copy_to_float32_rebuilds_a_mixed_precision_model_with_its_weights():

@@ -1,7 +1,7 @@
 """Keras training plumbing shared by the two encoder jobs.
 
-Both jobs fit with the same rules: seeded tf.data shuffling, mixed precision only on a
-GPU, early stopping on the valid split's loss with the best weights restored, and a
+Both jobs fit with the same rules, on any Keras 3 backend (no tf.* here): seeded shuffling
+of in-memory batches (batches.ArrayBatches), mixed precision only on a GPU, early stopping on the valid split's loss with the best weights restored, and a
 validation recall@k computed after every epoch and logged to MLflow beside the losses.
 """
 
@@ -29,10 +29,9 @@ def training_precision():
     On CPU float16 is slower, not faster, so mixed precision is only worth it on a GPU.
     """
     import keras
-    import tensorflow as tf
 
     previous = keras.mixed_precision.global_policy().name
-    policy = "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+    policy = "mixed_float16" if gpu_available() else "float32"
     keras.mixed_precision.set_global_policy(policy)
     try:
         yield policy
@@ -40,15 +39,31 @@ def training_precision():
         keras.mixed_precision.set_global_policy(previous)
 
 
-def make_dataset(inputs, batch_size: int, seed: int | None = None, targets: np.ndarray | None = None):
-    """tf.data pipeline over in-memory arrays; shuffled with `seed` (every epoch anew) when one is given."""
-    import tensorflow as tf
+def gpu_available() -> bool:
+    """Whether the Keras backend in use sees a GPU, asked through the backend's own device query."""
+    import keras
 
-    dataset = tf.data.Dataset.from_tensor_slices(inputs if targets is None else (inputs, targets))
-    if seed is not None:
-        # A buffer as large as the data gives a uniform shuffle; the arrays are in memory anyway.
-        dataset = dataset.shuffle(dataset.cardinality(), seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    backend = keras.config.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return any(device.platform == "gpu" for device in jax.devices())
+    if backend == "torch":
+        import torch
+
+        return bool(torch.cuda.is_available())
+    return False
+
+
+def make_dataset(inputs, batch_size: int, seed: int | None = None, targets: np.ndarray | None = None):
+    """Batches over in-memory arrays for fit (any backend); shuffled with `seed`, every epoch anew, when one is given."""
+    from jobs.train.models.batches import ArrayBatches
+
+    return ArrayBatches(inputs, batch_size, seed=seed, targets=targets)
 
 
 EpochLogger = Callable[[int, dict], None]
@@ -99,7 +114,7 @@ def fit_with_early_stopping(model, train_data, valid_data, epochs: int, patience
     # Last: its on_train_end restores the best epoch's weights however training ended
     # (patience, the epoch limit or the deadline).
     callbacks.append(keras.callbacks.EarlyStopping(monitor=MONITORED, patience=patience, restore_best_weights=True))
-    # shuffle=False: the tf.data pipeline already shuffles with the seed.
+    # shuffle=False: the batches already shuffle with their seed.
     fitted = model.fit(train_data, validation_data=valid_data, epochs=epochs, callbacks=callbacks, shuffle=False,
                        verbose=0)
     history = {name: [float(value) for value in values] for name, values in fitted.history.items()}
