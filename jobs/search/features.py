@@ -1,0 +1,103 @@
+"""One row of ranking features per (search, candidate item): query-item, item and personal signals.
+
+query-item  bm25 (its score), bm25_rank (1 = best), word_match (share of the query's words
+            that are words of the item's document), brand_in_query (the query names the
+            item's brand)
+item        log_popularity, price_z (price standardised within the category)
+personal    from the user's history alone (what the nightly models know of them):
+            user_brand_share / user_category_share (share of their history in the item's
+            brand / category), price_gap (|price_z - the mean price_z of their history|,
+            missing without history), user_history_size, seen_before (times in it)
+
+`hybrid` ranks with the first two groups, `personalized` with all three (features_for).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from jobs.search.text import words
+
+QUERY_ITEM_FEATURES = ("bm25", "bm25_rank", "word_match", "brand_in_query")
+ITEM_FEATURES = ("log_popularity", "price_z")
+PERSONAL_FEATURES = ("user_brand_share", "user_category_share", "price_gap", "user_history_size", "seen_before")
+ALL_FEATURES = QUERY_ITEM_FEATURES + ITEM_FEATURES + PERSONAL_FEATURES
+
+
+def features_for(personal: bool) -> tuple[str, ...]:
+    return ALL_FEATURES if personal else QUERY_ITEM_FEATURES + ITEM_FEATURES
+
+
+@dataclasses.dataclass
+class CatalogSignals:
+    """Per item (index position): brand and category ids, price_z, log popularity, its document's words."""
+    brand_id: np.ndarray
+    category_id: np.ndarray
+    price_z: np.ndarray
+    log_popularity: np.ndarray
+    brand_word: list[str]
+    document_words: list[frozenset]
+
+    @classmethod
+    def from_catalog(cls, catalog: pd.DataFrame, documents: list[str]) -> "CatalogSignals":
+        """catalog: item (0..n-1 in index order), brand_id, category_id, brand, price_z, popularity."""
+        if not np.array_equal(catalog["item"].to_numpy(), np.arange(len(catalog))):
+            raise ValueError("catalog rows must be the index's items in order (item = 0..n-1)")
+        return cls(catalog["brand_id"].to_numpy(), catalog["category_id"].to_numpy(),
+                   catalog["price_z"].to_numpy(dtype=np.float64),
+                   np.log(catalog["popularity"].to_numpy(dtype=np.float64) * len(catalog)),
+                   [" ".join(words(brand)) for brand in catalog["brand"]],
+                   [frozenset(words(document)) for document in documents])
+
+
+@dataclasses.dataclass
+class UserProfiles:
+    """What each user's history says: shares per brand and category, price level, items seen."""
+    brand_share: sparse.csr_matrix
+    category_share: sparse.csr_matrix
+    mean_price_z: np.ndarray  # nan without history
+    history_size: np.ndarray
+    item_counts: sparse.csr_matrix
+
+    @classmethod
+    def from_history(cls, history: pd.DataFrame, catalog: CatalogSignals, n_users: int) -> "UserProfiles":
+        """history: user (0..n_users-1), item (index position), one row per event."""
+        user, item = history["user"].to_numpy(), history["item"].to_numpy()
+        size = np.bincount(user, minlength=n_users).astype(np.float64)
+        ones = np.ones(len(user))
+
+        def shares(columns: np.ndarray, width: int) -> sparse.csr_matrix:
+            counts = sparse.csr_matrix((ones, (user, columns)), shape=(n_users, width))
+            return sparse.diags(1.0 / np.maximum(size, 1.0)) @ counts
+
+        price_sum = np.bincount(user, weights=catalog.price_z[item], minlength=n_users)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_price = np.where(size > 0, price_sum / size, np.nan)
+        return cls(shares(catalog.brand_id[item], int(catalog.brand_id.max()) + 1),
+                   shares(catalog.category_id[item], int(catalog.category_id.max()) + 1),
+                   mean_price, size,
+                   sparse.csr_matrix((ones, (user, item)), shape=(n_users, len(catalog.brand_id))))
+
+
+def candidate_features(query: str, user: int, candidates: np.ndarray, bm25: np.ndarray,
+                       catalog: CatalogSignals, profiles: UserProfiles) -> np.ndarray:
+    """[candidates, ALL_FEATURES] for one search; candidates in retrieval order (bm25 best first)."""
+    query_words = words(query)
+    word_match = np.array([sum(word in catalog.document_words[item] for word in query_words)
+                           for item in candidates], dtype=np.float64) / max(len(query_words), 1)
+    query_text = f" {' '.join(query_words)} "
+    brand_in_query = np.array([f" {catalog.brand_word[item]} " in query_text for item in candidates], dtype=np.float64)
+    users = np.full(len(candidates), user)
+    return np.column_stack([
+        bm25, np.arange(1, len(candidates) + 1, dtype=np.float64), word_match, brand_in_query,
+        catalog.log_popularity[candidates], catalog.price_z[candidates],
+        np.asarray(profiles.brand_share[users, catalog.brand_id[candidates]]).ravel(),
+        np.asarray(profiles.category_share[users, catalog.category_id[candidates]]).ravel(),
+        np.abs(catalog.price_z[candidates] - profiles.mean_price_z[user]),
+        np.full(len(candidates), profiles.history_size[user]),
+        np.asarray(profiles.item_counts[users, candidates]).ravel(),
+    ])
