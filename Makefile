@@ -25,7 +25,7 @@ DAYS ?= 14
 INPUT ?=
 CONF ?=
 
-.PHONY: venv demo test ui stack stack-down stack-status bench-models bench-etl bench-retail clean-state
+.PHONY: venv demo test ui stack stack-down stack-status bench-models bench-etl bench-retail bench-search clean-state
 
 venv: $(VENV)/.installed
 
@@ -76,6 +76,11 @@ bench-retail: DATA = $(RECSYS_SHARED_DATA)/online-retail
 bench-retail: venv
 	nice -n 10 $(PY) bench/online_retail.py --data $(DATA) --work-dir $(FUSIONREC_HOME)/bench-online-retail \
 		$(if $(VALID_DAYS),--valid-days $(VALID_DAYS)) $(if $(TEST_DAYS),--test-days $(TEST_DAYS))
+
+# Product search on generated searches (bench/README.md): BM25 against the LambdaRank rankers, with and
+# without personal features, on a catalog of 100,000 items -> bench/results/search.json.
+bench-search: venv
+	nice -n 10 $(PY) bench/search.py
 
 clean-state:
 	rm -rf $(FUSIONREC_HOME)

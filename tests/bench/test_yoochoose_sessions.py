@@ -1,20 +1,14 @@
 """bench/yoochoose_sessions.py: RecSys Challenge clicks -> the session protocol, on hand-made files."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from bench_scripts import load_bench_script
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "yoochoose_sessions.py"
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("yoochoose_sessions", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("yoochoose_sessions")
 
 
 def write_clicks(path: Path, rows: list[tuple]) -> None:
