@@ -2,7 +2,10 @@
 
 For each (example, candidate) pair the features are, per base model, its score z-scored
 within the example and 1 / (position in its top-C list) (0 when it did not list the item),
-plus log(1 + training-day popularity). A logistic regression learns P(candidate is the
+plus log(1 + training-day popularity) and what the prefix says of the candidate: how many
+times it is in the prefix and 1 / (steps since its last occurrence) (1: the last item; 0:
+not in the prefix). Shoppers return to items they have seen, and no member says how
+recently. A logistic regression learns P(candidate is the
 next item) on the valid day, where the base encoders are out-of-sample. It is linear, so
 it is saved as plain numbers (JSON) and can be read off: a large weight on a model's
 features means the meta-ranker trusts that model.
@@ -19,6 +22,29 @@ from jobs.common.config import default_of
 from jobs.fusion import Candidates, build_candidates, read_fuser, scatter_to_catalog, select_scorers, write_fuser
 
 DEFAULT_MAX_TRAIN_EXAMPLES = default_of("fusion.stacking_max_train_examples")
+PREFIX_FEATURES = ("prefix_count", "prefix_recency")
+_PREFIX_ROWS_PER_CHUNK = 4096  # bounds the [rows, slots, prefix length] comparison (~25 MB at 300 x 20)
+
+
+def prefix_signals(candidate_items: np.ndarray, prefixes: np.ndarray) -> np.ndarray:
+    """[n, S, 2]: times each candidate occurs in its example's prefix, and 1 / steps since the last time.
+
+    prefixes [n, L] are left-padded with item 0, the last column the latest event; empty
+    candidate slots (item 0) get zeros. For the prefix [5, 7, 5]: item 5 occurs twice, last
+    1 step ago (recency 1); item 7 once, 2 steps ago (1/2); item 9 never (0, 0).
+    """
+    candidate_items, prefixes = np.asarray(candidate_items), np.asarray(prefixes)
+    if len(candidate_items) != len(prefixes):
+        raise ValueError(f"{len(candidate_items)} candidate rows for {len(prefixes)} prefixes")
+    signals = np.zeros((*candidate_items.shape, 2), dtype=np.float64)
+    for start in range(0, len(prefixes), _PREFIX_ROWS_PER_CHUNK):
+        rows = slice(start, start + _PREFIX_ROWS_PER_CHUNK)
+        matches = (candidate_items[rows, :, None] == prefixes[rows, None, :]) & (candidate_items[rows, :, None] > 0)
+        count = matches.sum(axis=2)
+        steps_since_last = matches[:, :, ::-1].argmax(axis=2) + 1  # 1: the last column
+        signals[rows, :, 0] = count
+        signals[rows, :, 1] = np.where(count > 0, 1.0 / steps_since_last, 0.0)
+    return signals
 
 
 class StackingRanker:
@@ -28,7 +54,8 @@ class StackingRanker:
 
     def __init__(self, base_scorers: Sequence[Scorer], popularity: np.ndarray, candidates_per_model: int = 50,
                  coefficients: Sequence[float] | None = None, intercept: float = 0.0,
-                 max_train_examples: int = DEFAULT_MAX_TRAIN_EXAMPLES, seed: int = 42):
+                 max_train_examples: int = DEFAULT_MAX_TRAIN_EXAMPLES, seed: int = 42,
+                 prefix_features: bool = True):
         if not base_scorers:
             raise ValueError("fusion_stacking needs at least one base model")
         self.base_scorers = list(base_scorers)
@@ -42,6 +69,8 @@ class StackingRanker:
         self.intercept = float(intercept)
         self.max_train_examples = int(max_train_examples)
         self.seed = seed
+        # False only for a fuser saved before the prefix features existed (load detects it).
+        self.prefix_features = bool(prefix_features)
         if self.coefficients is not None and self.coefficients.shape != (len(self.feature_names),):
             raise ValueError(f"fusion_stacking expects {len(self.feature_names)} coefficients "
                              f"({self.feature_names}), got {self.coefficients.shape}")
@@ -49,7 +78,8 @@ class StackingRanker:
     @property
     def feature_names(self) -> list[str]:
         return ([f"{name}.z_score" for name in self.base_names]
-                + [f"{name}.reciprocal_rank" for name in self.base_names] + ["log_popularity"])
+                + [f"{name}.reciprocal_rank" for name in self.base_names] + ["log_popularity"]
+                + (list(PREFIX_FEATURES) if self.prefix_features else []))
 
     @property
     def coefficient_by_feature(self) -> dict[str, float]:
@@ -64,7 +94,7 @@ class StackingRanker:
         gaps = getattr(examples, "gaps", None)
         candidates = build_candidates(self.base_scorers, examples.items[rows], examples.types[rows],
                                       self.candidates_per_model, batch_size, None if gaps is None else gaps[rows])
-        features, labels = self._labelled_rows(candidates, examples.targets[rows])
+        features, labels = self._labelled_rows(candidates, examples.items[rows], examples.targets[rows])
         # Standardise so the L2 penalty treats features alike, then fold the scaling into
         # the weights: the saved model is one linear function of the raw features.
         scaler = StandardScaler().fit(features)
@@ -80,27 +110,30 @@ class StackingRanker:
         if self.coefficients is None:
             raise RuntimeError("fusion_stacking must be fitted (or loaded) before scoring")
         candidates = build_candidates(self.base_scorers, items, types, self.candidates_per_model, gaps=gaps)
-        logits = self.candidate_features(candidates) @ self.coefficients + self.intercept
+        logits = self.candidate_features(candidates, items) @ self.coefficients + self.intercept
         probabilities = np.exp(-np.logaddexp(0.0, -logits))  # sigmoid without overflow
         return scatter_to_catalog(candidates, probabilities)
 
-    def candidate_features(self, candidates: Candidates) -> np.ndarray:
-        """Features [n, S, 2M + 1] in the order of feature_names."""
+    def candidate_features(self, candidates: Candidates, prefixes: np.ndarray) -> np.ndarray:
+        """Features [n, S, 2M + 1 (+ 2)] in the order of feature_names; prefixes: the examples' items."""
         if len(self.log_popularity) != candidates.n_items + 1:
             raise ValueError(f"fusion_stacking popularity covers {len(self.log_popularity) - 1} items but the "
                              f"base models score {candidates.n_items}")
         ranks = candidates.ranks.astype(np.float64)
         reciprocal_ranks = np.where(ranks > 0, 1.0 / np.maximum(ranks, 1.0), 0.0)
         log_popularity = self.log_popularity[candidates.items][:, :, None]
-        return np.concatenate([candidates.standardized_scores.astype(np.float64), reciprocal_ranks,
-                               log_popularity], axis=2)
+        parts = [candidates.standardized_scores.astype(np.float64), reciprocal_ranks, log_popularity]
+        if self.prefix_features:
+            parts.append(prefix_signals(candidates.items, prefixes))
+        return np.concatenate(parts, axis=2)
 
     def save(self, directory: str) -> None:
         if self.coefficients is None:
             raise RuntimeError("fusion_stacking must be fitted before saving")
         write_fuser(directory, {"name": self.name, "level": "model", "base_models": self.base_names,
                                 "candidates_per_model": self.candidates_per_model,
-                                "features": self.feature_names, "coefficients": self.coefficients.tolist(),
+                                "features": self.feature_names, "prefix_features": self.prefix_features,
+                                "coefficients": self.coefficients.tolist(),
                                 "intercept": self.intercept},
                     {"popularity": self.popularity})
 
@@ -111,7 +144,8 @@ class StackingRanker:
             raise ValueError(f"{directory} lacks the popularity array of fusion_stacking")
         scorers = select_scorers(base_scorers, description["base_models"], cls.name)
         return cls(scorers, arrays["popularity"], description["candidates_per_model"],
-                   description["coefficients"], description["intercept"])
+                   description["coefficients"], description["intercept"],
+                   prefix_features=bool(description.get("prefix_features", False)))
 
     def _training_rows(self, n_examples: int) -> np.ndarray:
         """All example indices, or a seeded random subset of max_train_examples of them."""
@@ -122,10 +156,11 @@ class StackingRanker:
         rng = np.random.default_rng(self.seed)
         return np.sort(rng.choice(n_examples, self.max_train_examples, replace=False))
 
-    def _labelled_rows(self, candidates: Candidates, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _labelled_rows(self, candidates: Candidates, prefixes: np.ndarray,
+                       targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One row per filled candidate slot; label 1 when the candidate is the example's target."""
         filled = candidates.filled
-        features = self.candidate_features(candidates)[filled]
+        features = self.candidate_features(candidates, prefixes)[filled]
         labels = (candidates.items == targets[:, None])[filled].astype(np.int64)
         if labels.sum() == 0 or labels.all():
             raise ValueError(f"fusion_stacking needs both hits and misses among the candidates; the targets were "

@@ -12,7 +12,7 @@ from jobs.evaluation.metrics import evaluate_scorer, target_ranks
 from jobs.fusion import build_candidates, candidate_target_ranks, candidates_from_scores, scatter_to_catalog
 from jobs.fusion.decision_level import RankFusion, equal_weight_vote, rrf_slot_scores, simplex_grid
 from jobs.fusion.feature_level import FeatureFusion
-from jobs.fusion.model_level import StackingRanker
+from jobs.fusion.model_level import PREFIX_FEATURES, StackingRanker, prefix_signals
 
 NEG_INF = -np.inf
 N_ITEMS = 30
@@ -226,6 +226,49 @@ def test_stacking_explains_when_no_target_is_a_candidate():
                             np.full(5, 9))  # target 9 is never among the top-2
     with pytest.raises(ValueError, match="hits and misses"):
         StackingRanker([never], np.ones(N_ITEMS + 1), candidates_per_model=2).fit(examples)
+
+
+def test_prefix_signals_by_hand():
+    # Prefix [0 (padding), 5, 7, 5]: item 5 twice, last 1 step ago; 7 once, 2 steps ago;
+    # 9 never; an empty slot (0) gets nothing although the padding is item 0 too.
+    signals = prefix_signals(np.array([[5, 7, 9, 0]]), np.array([[0, 5, 7, 5]]))
+    np.testing.assert_allclose(signals[0], [[2, 1.0], [1, 0.5], [0, 0.0], [0, 0.0]])
+
+
+def make_returning_examples(n, seed):
+    """Prefixes [x, y, x] of distinct x, y: the shopper compared two items and goes back to x."""
+    rng = np.random.default_rng(seed)
+    pairs = np.stack([rng.choice(np.arange(1, N_ITEMS + 1), 2, replace=False) for _ in range(n)])
+    items = pairs[:, [0, 1, 0]].astype(np.int32)
+    return FakeExamples(items, np.ones_like(items), pairs[:, 0])
+
+
+def test_stacking_learns_that_shoppers_return_to_the_item_they_keep_viewing():
+    # The only member lists every item in a random order: nothing but the prefix features
+    # can tell which candidate is next. With them x (twice, last 1 step ago) beats y (once,
+    # 2 steps ago) and every item not in the prefix: it is ranked first every time.
+    stacking = StackingRanker([RandomScorer()], popularity=np.ones(N_ITEMS + 1), candidates_per_model=N_ITEMS)
+    summary = stacking.fit(make_returning_examples(300, seed=31))
+    assert set(PREFIX_FEATURES) <= set(summary["coefficients"])
+    assert evaluate_scorer(stacking, make_returning_examples(100, seed=32), ks=(1,))["recall@1"] == 1.0
+    without = StackingRanker([RandomScorer()], np.ones(N_ITEMS + 1), candidates_per_model=N_ITEMS,
+                             prefix_features=False)
+    without.fit(make_returning_examples(300, seed=31))
+    assert evaluate_scorer(without, make_returning_examples(100, seed=32), ks=(1,))["recall@1"] < 0.2
+
+
+def test_a_stacking_fuser_saved_before_the_prefix_features_still_loads_and_scores(tmp_path):
+    old = StackingRanker([RandomScorer()], np.ones(N_ITEMS + 1), candidates_per_model=5, prefix_features=False)
+    old.fit(make_examples(200, seed=33))
+    old.save(str(tmp_path))
+    description_path = tmp_path / "fuser.json"
+    description = json.loads(description_path.read_text())
+    del description["prefix_features"]  # as written before the key existed
+    description_path.write_text(json.dumps(description))
+    loaded = StackingRanker.load(str(tmp_path), {"random": RandomScorer()})
+    assert loaded.feature_names == old.feature_names and not loaded.prefix_features
+    examples = make_examples(10, seed=34)
+    np.testing.assert_array_equal(loaded.score(examples.items, examples.types), old.score(examples.items, examples.types))
 
 
 # --- feature level: learned embedding fusion -------------------------------------------
