@@ -86,6 +86,30 @@ def candidates_from_scores(score_matrices: Sequence[np.ndarray], per_model: int)
     return Candidates(slot_items, ranks.astype(np.int32), standardized.astype(np.float32), n_items)
 
 
+_PREFIX_ROWS_PER_CHUNK = 4096  # bounds the [rows, slots, prefix length] comparison (~25 MB at 300 x 20)
+
+
+def prefix_signals(candidate_items: np.ndarray, prefixes: np.ndarray) -> np.ndarray:
+    """[n, S, 2]: times each candidate occurs in its example's prefix, and 1 / steps since the last time.
+
+    prefixes [n, L] are left-padded with item 0, the last column the latest event; empty
+    candidate slots (item 0) get zeros. For the prefix [5, 7, 5]: item 5 occurs twice, last
+    1 step ago (recency 1); item 7 once, 2 steps ago (1/2); item 9 never (0, 0).
+    """
+    candidate_items, prefixes = np.asarray(candidate_items), np.asarray(prefixes)
+    if len(candidate_items) != len(prefixes):
+        raise ValueError(f"{len(candidate_items)} candidate rows for {len(prefixes)} prefixes")
+    signals = np.zeros((*candidate_items.shape, 2), dtype=np.float64)
+    for start in range(0, len(prefixes), _PREFIX_ROWS_PER_CHUNK):
+        rows = slice(start, start + _PREFIX_ROWS_PER_CHUNK)
+        matches = (candidate_items[rows, :, None] == prefixes[rows, None, :]) & (candidate_items[rows, :, None] > 0)
+        count = matches.sum(axis=2)
+        steps_since_last = matches[:, :, ::-1].argmax(axis=2) + 1  # 1: the last column
+        signals[rows, :, 0] = count
+        signals[rows, :, 1] = np.where(count > 0, 1.0 / steps_since_last, 0.0)
+    return signals
+
+
 def candidate_target_ranks(candidates: Candidates, slot_scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Full-catalog target ranks of a fuser that scores the candidates and gives -inf elsewhere.
 

@@ -5,6 +5,10 @@ score(i) = sum_m w_m / (k + rank_m(i)), over the models m whose top-C list holds
 used, so models whose scores live on different scales fuse without calibration; the
 constant k damps the difference between the very top positions. Items in no list score
 -inf. The weights are chosen on the valid day by a grid over the simplex.
+
+The prefix is one more list (PREFIX_LIST, on by default): an item of the prefix sits at
+the position "steps since its last occurrence" (the last item at 1), so a shopper's return
+to what they just saw gets a weight of its own, learned with the members'.
 """
 
 from __future__ import annotations
@@ -16,19 +20,20 @@ import numpy as np
 
 from jobs.common.config import default_of
 from jobs.evaluation.metrics import PRIMARY_METRIC, Scorer, parse_metric, ranking_metrics
-from jobs.fusion import (Candidates, build_candidates, candidate_target_ranks, read_fuser, scatter_to_catalog,
-                         select_scorers, write_fuser)
+from jobs.fusion import (Candidates, build_candidates, candidate_target_ranks, prefix_signals, read_fuser,
+                         scatter_to_catalog, select_scorers, write_fuser)
 
 RRF_NAME = "fusion_rrf"
 VOTE_NAME = "fusion_vote"
 DEFAULT_GRID_STEPS = default_of("fusion.rrf_grid_steps")
+PREFIX_LIST = "prefix_recency"  # the weight name of the prefix's own list
 
 
 class RankFusion:
     """Weighted RRF over base scorers; equal weights until fit() picks better ones."""
 
     def __init__(self, base_scorers: Sequence[Scorer], candidates_per_model: int = 50, rrf_k: float = 60,
-                 weights: Sequence[float] | None = None, name: str = RRF_NAME):
+                 weights: Sequence[float] | None = None, name: str = RRF_NAME, prefix_list: bool = True):
         if not base_scorers:
             raise ValueError(f"{name} needs at least one base model")
         if rrf_k < 0:
@@ -38,11 +43,14 @@ class RankFusion:
         self.base_names = [scorer.name for scorer in self.base_scorers]
         self.candidates_per_model = int(candidates_per_model)
         self.rrf_k = float(rrf_k)
-        self.weights = _check_weights(weights, len(self.base_scorers))
+        # False for plain voting and for a fuser saved before the prefix list existed.
+        self.prefix_list = bool(prefix_list)
+        self.list_names = self.base_names + ([PREFIX_LIST] if self.prefix_list else [])
+        self.weights = _check_weights(weights, len(self.list_names))
 
     @property
     def weight_by_model(self) -> dict[str, float]:
-        return dict(zip(self.base_names, self.weights.tolist()))
+        return dict(zip(self.list_names, self.weights.tolist()))
 
     def fit(self, examples, metric: str = PRIMARY_METRIC, grid_steps: int = DEFAULT_GRID_STEPS,
             batch_size: int = 512) -> dict:
@@ -53,32 +61,38 @@ class RankFusion:
         """
         candidates = build_candidates(self.base_scorers, examples.items, examples.types,
                                       self.candidates_per_model, batch_size, getattr(examples, "gaps", None))
-        grid = simplex_grid(len(self.base_scorers), grid_steps)
-        # The per-model contributions do not depend on the weights: computed once, each grid
-        # point is then one matrix-vector product (6 models at 5 steps: 252 points).
-        contributions = rrf_contributions(candidates, self.rrf_k)
+        grid = simplex_grid(len(self.list_names), grid_steps)
+        # The per-list contributions do not depend on the weights: computed once, each grid
+        # point is then one matrix-vector product (6 models + the prefix at 5 steps: 462 points).
+        contributions = rrf_contributions(candidates, self.rrf_k, self._prefixes(examples.items))
         values = np.array([self._metric_on(candidates, contributions, weights, examples.targets, metric)
                            for weights in grid])
         self.weights = grid[_best_index(values, grid)]
-        equal = np.full(len(self.base_scorers), 1.0 / len(self.base_scorers))
+        equal = np.full(len(self.list_names), 1.0 / len(self.list_names))
         return {"weights": self.weight_by_model, "metric": metric, "best": float(values.max()),
                 "equal_weights": self._metric_on(candidates, contributions, equal, examples.targets, metric)}
 
     def score(self, items: np.ndarray, types: np.ndarray, gaps: np.ndarray | None = None) -> np.ndarray:
         """Fused scores [n, n_items + 1]; -inf for items in no base model's top-C (and column 0)."""
         candidates = build_candidates(self.base_scorers, items, types, self.candidates_per_model, gaps=gaps)
-        return scatter_to_catalog(candidates, rrf_slot_scores(candidates, self.weights, self.rrf_k))
+        return scatter_to_catalog(candidates, rrf_slot_scores(candidates, self.weights, self.rrf_k,
+                                                              self._prefixes(items)))
+
+    def _prefixes(self, items: np.ndarray) -> np.ndarray | None:
+        return items if self.prefix_list else None
 
     def save(self, directory: str) -> None:
         write_fuser(directory, {"name": self.name, "level": "decision", "base_models": self.base_names,
                                 "weights": self.weights.tolist(), "rrf_k": self.rrf_k,
+                                "prefix_list": self.prefix_list,
                                 "candidates_per_model": self.candidates_per_model})
 
     @classmethod
     def load(cls, directory: str, base_scorers: Mapping[str, Scorer], name: str = RRF_NAME) -> "RankFusion":
         description, _ = read_fuser(directory, name)
         scorers = select_scorers(base_scorers, description["base_models"], name)
-        return cls(scorers, description["candidates_per_model"], description["rrf_k"], description["weights"], name)
+        return cls(scorers, description["candidates_per_model"], description["rrf_k"], description["weights"], name,
+                   prefix_list=bool(description.get("prefix_list", False)))
 
     @staticmethod
     def _metric_on(candidates: Candidates, contributions: np.ndarray, weights: np.ndarray, targets: np.ndarray,
@@ -90,19 +104,30 @@ class RankFusion:
 
 def equal_weight_vote(base_scorers: Sequence[Scorer], candidates_per_model: int = 50,
                       rrf_k: float = 60) -> RankFusion:
-    """Plain voting: RRF with every model's vote worth the same, nothing learned."""
-    return RankFusion(base_scorers, candidates_per_model, rrf_k, name=VOTE_NAME)
+    """Plain voting: RRF with every model's vote worth the same, nothing learned (and no prefix list)."""
+    return RankFusion(base_scorers, candidates_per_model, rrf_k, name=VOTE_NAME, prefix_list=False)
 
 
-def rrf_slot_scores(candidates: Candidates, weights: np.ndarray, rrf_k: float) -> np.ndarray:
+def rrf_slot_scores(candidates: Candidates, weights: np.ndarray, rrf_k: float,
+                    prefixes: np.ndarray | None = None) -> np.ndarray:
     """sum_m w_m / (k + rank_m) for each candidate slot; unlisted (rank 0) contributes nothing."""
-    return rrf_contributions(candidates, rrf_k) @ np.asarray(weights, dtype=np.float64)
+    return rrf_contributions(candidates, rrf_k, prefixes) @ np.asarray(weights, dtype=np.float64)
 
 
-def rrf_contributions(candidates: Candidates, rrf_k: float) -> np.ndarray:
-    """[n, S, M]: 1 / (k + rank_m) of each slot in model m's list, 0 where m did not list it."""
+def rrf_contributions(candidates: Candidates, rrf_k: float, prefixes: np.ndarray | None = None) -> np.ndarray:
+    """[n, S, M (+ 1)]: 1 / (k + rank_m) of each slot in model m's list, 0 where m did not list it.
+
+    With prefixes (the examples' items), one more column: 1 / (k + steps since the slot's
+    item last occurred in its prefix), 0 for items not in it.
+    """
     ranks = candidates.ranks.astype(np.float64)
-    return np.where(ranks > 0, 1.0 / (rrf_k + np.maximum(ranks, 1.0)), 0.0)
+    contributions = np.where(ranks > 0, 1.0 / (rrf_k + np.maximum(ranks, 1.0)), 0.0)
+    if prefixes is None:
+        return contributions
+    recency = prefix_signals(candidates.items, prefixes)[:, :, 1]  # 1 / steps, 0 when absent
+    with np.errstate(divide="ignore"):
+        in_prefix = np.where(recency > 0, 1.0 / (rrf_k + 1.0 / np.where(recency > 0, recency, 1.0)), 0.0)
+    return np.concatenate([contributions, in_prefix[:, :, None]], axis=2)
 
 
 def simplex_grid(n_models: int, steps: int) -> np.ndarray:

@@ -128,7 +128,8 @@ ONE_EXAMPLE = np.ones((1, HISTORY), np.int32)
 
 
 def test_rrf_scores_by_hand():
-    fusion = RankFusion([MODEL_A, MODEL_B], candidates_per_model=3, rrf_k=1, weights=[0.75, 0.25])
+    fusion = RankFusion([MODEL_A, MODEL_B], candidates_per_model=3, rrf_k=1, weights=[0.75, 0.25],
+                        prefix_list=False)
     scores = fusion.score(ONE_EXAMPLE, ONE_EXAMPLE)
     # item 1: 0.75/(1+1) + 0.25/(1+3) = 0.4375
     # item 2: 0.75/(1+2) + 0.25/(1+1) = 0.375
@@ -138,13 +139,44 @@ def test_rrf_scores_by_hand():
 
 
 def test_rrf_items_outside_a_models_list_get_nothing_from_it():
-    fusion = RankFusion([MODEL_A, MODEL_B], candidates_per_model=2, rrf_k=1, weights=[0.75, 0.25])
+    fusion = RankFusion([MODEL_A, MODEL_B], candidates_per_model=2, rrf_k=1, weights=[0.75, 0.25],
+                        prefix_list=False)
     # Top-2 lists: A [1, 2], B [2, 3].
     # item 1: 0.75/2 = 0.375; item 2: 0.75/3 + 0.25/2 = 0.375; item 3: 0.25/3 = 0.083333
     assert fusion.score(ONE_EXAMPLE, ONE_EXAMPLE)[0, 1:] == pytest.approx([0.375, 0.375, 0.0833333])
     # With one candidate each (A: item 1, B: item 2), item 3 is in no list: -inf.
-    only_top = RankFusion([MODEL_A, MODEL_B], candidates_per_model=1, rrf_k=1, weights=[0.75, 0.25])
+    only_top = RankFusion([MODEL_A, MODEL_B], candidates_per_model=1, rrf_k=1, weights=[0.75, 0.25],
+                          prefix_list=False)
     assert only_top.score(ONE_EXAMPLE, ONE_EXAMPLE)[0].tolist() == [NEG_INF, 0.375, 0.125, NEG_INF]
+
+
+def test_rrf_with_the_prefix_as_one_more_list_by_hand():
+    # Prefix [3, 2, 3]: item 3 last seen 1 step ago, item 2 two steps ago, item 1 not in it.
+    fusion = RankFusion([MODEL_A, MODEL_B], candidates_per_model=3, rrf_k=1, weights=[0.5, 0.25, 0.25])
+    scores = fusion.score(np.array([[3, 2, 3]], np.int32), np.ones((1, HISTORY), np.int32))
+    # item 1: 0.5/(1+1) + 0.25/(1+3) + 0            = 0.3125
+    # item 2: 0.5/(1+2) + 0.25/(1+1) + 0.25/(1+2)   = 0.375
+    # item 3: 0.5/(1+3) + 0.25/(1+2) + 0.25/(1+1)   = 0.333333
+    assert scores[0, 1:] == pytest.approx([0.3125, 0.375, 0.3333333])
+    assert fusion.weight_by_model == {"a": 0.5, "b": 0.25, "prefix_recency": 0.25}
+
+
+def test_rrf_learns_to_weigh_the_prefix_when_shoppers_return():
+    fusion = RankFusion([RandomScorer()], candidates_per_model=N_ITEMS, rrf_k=60)
+    summary = fusion.fit(make_returning_examples(200, seed=35), metric="ndcg@20", grid_steps=4)
+    assert summary["weights"]["prefix_recency"] > summary["weights"]["random"]
+    assert evaluate_scorer(fusion, make_returning_examples(100, seed=36), ks=(1,))["recall@1"] == 1.0
+
+
+def test_an_rrf_fuser_saved_before_the_prefix_list_still_loads(tmp_path):
+    old = RankFusion([MODEL_A, MODEL_B], candidates_per_model=3, rrf_k=1, weights=[0.75, 0.25], prefix_list=False)
+    old.save(str(tmp_path))
+    description = json.loads((tmp_path / "fuser.json").read_text())
+    del description["prefix_list"]  # as written before the key existed
+    (tmp_path / "fuser.json").write_text(json.dumps(description))
+    loaded = RankFusion.load(str(tmp_path), {"a": MODEL_A, "b": MODEL_B})
+    assert not loaded.prefix_list
+    np.testing.assert_array_equal(loaded.score(ONE_EXAMPLE, ONE_EXAMPLE), old.score(ONE_EXAMPLE, ONE_EXAMPLE))
 
 
 def test_equal_weight_vote_and_slot_scores():
