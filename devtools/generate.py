@@ -27,15 +27,28 @@ The generative story (every number below is a named constant in this module):
    cheaper), a search result, or - rarely - a switch to another category of their taste.
    Some sessions start with a search whose query is a category word (sometimes with a
    brand); the first viewed items then contain that word in their title.
-4. Funnel. Every viewed item may be clicked, a clicked one added to the cart and a carted
+4. Search. A search shows SHOWN_RESULTS items holding the query word, in the shop's
+   order (most popular first), and the user opens the one of highest utility:
+       - RESULT_POSITION_DECAY log(position) + FAVOURITE_BRAND_WEIGHT [the user's favourite
+       brand in the item's category] - PRICE_LEVEL_WEIGHT |price_z - the user's price level|
+       + Gumbel noise,
+   so results are opened with a position bias and by the user's own tastes: every user has
+   a favourite brand per category (drawn by the brands' market share) and a price level
+   (standard normal, in price_z units). The same choice picks the later search results of
+   the session. Queries are sometimes cut short (P_PARTIAL_QUERY, a prefix of 3+ letters)
+   or have two neighbouring letters swapped (P_TYPO_QUERY). The favourite brand shows in
+   browsing too: a fresh pick in a category is, with P_FAVOURITE_BRAND_PICK, an item of the
+   user's favourite brand there (by popularity), so a user's history says which brands
+   they like - what a personalized search ranker can learn from.
+5. Funnel. Every viewed item may be clicked, a clicked one added to the cart and a carted
    one purchased, with decreasing probabilities that drop further for expensive items and
    price-sensitive users. Consecutive events of a user are at least MIN_GAP_S apart, so a
    genuine event can never look like a double click.
-5. Cold start. A few items (NEW_ITEM_FRACTION) are introduced during the generated window;
+6. Cold start. A few items (NEW_ITEM_FRACTION) are introduced during the generated window;
    a day's catalog holds only the items introduced on or before that day and events only
    reference those. New items are never planted as successors of launch items, so their
    traffic comes from category browsing and search - an attribute model can place them.
-6. Dirt, planted at DEFAULT_DIRT_RATES (a fraction of the genuine events, each kind keyed
+7. Dirt, planted at DEFAULT_DIRT_RATES (a fraction of the genuine events, each kind keyed
    by the quarantine reason code of jobs.common.schema that the cleaning stages should give it):
    exact duplicate lines, double clicks (a new event_id for the same user, item and type
    at most 1 s later), malformed JSON (truncated or single-quoted), a missing user_id or
@@ -121,6 +134,14 @@ P_QUERY_WITH_BRAND = 0.3
 P_NEXT_SUCCESSOR = 0.55
 P_NEXT_SEARCH_RESULT = 0.25  # only in search sessions
 P_NEXT_SWITCH_CATEGORY = 0.08
+# Search results (the choice model in the module docstring) and brand loyalty in browsing.
+SHOWN_RESULTS = 10
+RESULT_POSITION_DECAY = 0.7
+FAVOURITE_BRAND_WEIGHT = 1.5
+PRICE_LEVEL_WEIGHT = 1.0
+P_PARTIAL_QUERY = 0.1
+P_TYPO_QUERY = 0.05
+P_FAVOURITE_BRAND_PICK = 0.4
 P_DISCOUNT = 0.1
 DISCOUNT = 0.9
 # Hours of the day weighted by traffic (UTC): quiet nights, lunch and evening peaks.
@@ -169,6 +190,8 @@ FUNNEL_CODES = tuple(schema.EVENT_TYPES.index(t) for t in schema.ITEM_EVENT_TYPE
 
 # Independent random streams, so a user shard or a date can be regenerated on its own.
 STREAM_WORLD, STREAM_USERS, STREAM_DAY = 1, 2, 3
+# Brand and price tastes and the choices they drive draw from streams of their own.
+STREAM_TASTES, STREAM_TASTE_DAY = 4, 5
 
 
 # ===========================================================================================
@@ -374,6 +397,7 @@ def _normalised(weights: np.ndarray) -> np.ndarray:
 class DaySamplers:
     """Samplers restricted to the items in the catalog on one day."""
     item_in_category: GroupSampler
+    item_of_brand: GroupSampler
     item_with_word: GroupSampler
     word_in_category: GroupSampler
     available: np.ndarray  # item indices in the catalog
@@ -384,6 +408,7 @@ def day_samplers(world: World, day_offset: int) -> DaySamplers:
     weight = world.popularity * in_catalog
     n_categories, n_words = world.category_words.shape[0], len(world.words)
     by_category = GroupSampler(world.category, np.arange(world.n_items), weight, n_categories)
+    by_brand = GroupSampler(world.brand, np.arange(world.n_items), weight, len(world.brand_names))
     # Every item is a member of the groups of both words in its title.
     word_item = np.repeat(np.arange(world.n_items), 2)
     by_word = GroupSampler(world.title_words.ravel(), word_item, weight[word_item], n_words)
@@ -392,7 +417,7 @@ def day_samplers(world: World, day_offset: int) -> DaySamplers:
     word_category = np.repeat(np.arange(n_categories), WORDS_PER_CATEGORY)
     by_word_category = GroupSampler(word_category, world.category_words.ravel(),
                                     word_mass[world.category_words.ravel()], n_categories)
-    return DaySamplers(by_category, by_word, by_word_category, np.flatnonzero(in_catalog))
+    return DaySamplers(by_category, by_brand, by_word, by_word_category, np.flatnonzero(in_catalog))
 
 
 # ===========================================================================================
@@ -404,6 +429,8 @@ class UserShard:
     taste_cumulative: np.ndarray  # [n_users, n_categories]
     activity: np.ndarray  # mean sessions per day
     price_sensitivity: np.ndarray  # 0 (indifferent) .. 1 (always takes the cheaper)
+    favourite_brand: np.ndarray  # [n_users, n_categories] brand id (search choices)
+    price_level: np.ndarray  # price_z the user is most at ease with (search choices)
 
     @property
     def n_users(self) -> int:
@@ -416,7 +443,14 @@ def user_shard(scale: Scale, seed: int, part: int) -> UserShard:
     n_users = min(scale.users_per_part, scale.n_users - first)
     taste = rng.dirichlet(np.full(scale.n_categories, TASTE_CONCENTRATION), size=n_users)
     activity = rng.gamma(ACTIVITY_SHAPE, scale.sessions_per_user_day / ACTIVITY_SHAPE, n_users)
-    return UserShard(first, np.cumsum(taste, axis=1), activity, rng.beta(2.0, 2.0, n_users))
+    sensitivity = rng.beta(2.0, 2.0, n_users)
+    taste_rng = np.random.default_rng(np.random.SeedSequence([seed, STREAM_TASTES, part]))
+    # Favourite brands by market share: brand k of a category carries items in proportion to 1 / (k + 1).
+    share = _normalised(np.arange(1, scale.brands_per_category + 1) ** -1.0)
+    in_category = taste_rng.choice(scale.brands_per_category, size=(n_users, scale.n_categories), p=share)
+    favourite = np.arange(scale.n_categories) * scale.brands_per_category + in_category
+    return UserShard(first, np.cumsum(taste, axis=1), activity, sensitivity, favourite,
+                     taste_rng.normal(0.0, 1.0, n_users))
 
 
 def n_parts(scale: Scale) -> int:
@@ -483,15 +517,41 @@ def plan_sessions(shard: UserShard, samplers: DaySamplers, rng: np.random.Genera
     return Sessions(user, start_ms, end_ms, category, n_steps, query_word)
 
 
-def pick_in_category(world, samplers, categories, sensitivity, rng) -> np.ndarray:
-    """A popularity-weighted pick; price-sensitive users, shown two, tend to take the cheaper."""
+def pick_in_category(world, samplers, shard, users, categories, sensitivity, rng, taste_rng) -> np.ndarray:
+    """A popularity-weighted pick; price-sensitive users, shown two, tend to take the cheaper;
+    with P_FAVOURITE_BRAND_PICK instead an item of the user's favourite brand in the category."""
     first = samplers.item_in_category.sample(categories, rng.random(len(categories)))
     second = samplers.item_in_category.sample(categories, rng.random(len(categories)))
     cheaper = np.where(world.price_z[second] < world.price_z[first], second, first)
-    return np.where(rng.random(len(categories)) < sensitivity, cheaper, first)
+    picked = np.where(rng.random(len(categories)) < sensitivity, cheaper, first)
+    brand = shard.favourite_brand[users, categories]
+    # A brand none of whose items is in today's catalog yet cannot be picked.
+    loyal = (taste_rng.random(len(categories)) < P_FAVOURITE_BRAND_PICK) & (samplers.item_of_brand.mass[brand] > 0)
+    favourite = samplers.item_of_brand.sample(brand, taste_rng.random(len(categories)))
+    return np.where(loyal, favourite, picked)
 
 
-def browse_items(world, samplers, shard, sessions, rng) -> np.ndarray:
+def search_choice(world, samplers, shard, users, words, first_shown, taste_rng) -> np.ndarray:
+    """The result each searching user opens: SHOWN_RESULTS items with the word, the choice
+    model of the module docstring. first_shown: one result per search already drawn."""
+    extra = samplers.item_with_word.sample(np.repeat(words, SHOWN_RESULTS - 1),
+                                           taste_rng.random(len(words) * (SHOWN_RESULTS - 1)))
+    shown = np.column_stack([first_shown, extra.reshape(len(words), SHOWN_RESULTS - 1)])
+    # The shop's order: most popular first (ties by item); an item drawn twice is shown once.
+    order = np.lexsort((shown, -world.popularity[shown]), axis=1)
+    shown = np.take_along_axis(shown, order, axis=1)
+    repeated = np.zeros(shown.shape, dtype=bool)
+    repeated[:, 1:] = shown[:, 1:] == shown[:, :-1]
+    position = np.cumsum(~repeated, axis=1)
+    favourite = shard.favourite_brand[users[:, None], world.category[shown]] == world.brand[shown]
+    utility = (-RESULT_POSITION_DECAY * np.log(position) + FAVOURITE_BRAND_WEIGHT * favourite
+               - PRICE_LEVEL_WEIGHT * np.abs(world.price_z[shown] - shard.price_level[users][:, None])
+               + taste_rng.gumbel(size=shown.shape))
+    utility[repeated] = -np.inf
+    return shown[np.arange(len(words)), np.argmax(utility, axis=1)]
+
+
+def browse_items(world, samplers, shard, sessions, rng, taste_rng) -> np.ndarray:
     """The items each session views, step by step: [n_sessions, longest session], -1 padded.
 
     Sessions advance in lockstep, so every step is one vectorised draw for all of them.
@@ -504,16 +564,18 @@ def browse_items(world, samplers, shard, sessions, rng) -> np.ndarray:
     sensitivity = shard.price_sensitivity[sessions.user]
     searched = sessions.query_word >= 0
     results = samplers.item_with_word.sample(np.maximum(sessions.query_word, 0), rng.random(n_sessions))
-    fresh = pick_in_category(world, samplers, category, sensitivity, rng)
+    results[searched] = search_choice(world, samplers, shard, sessions.user[searched],
+                                      sessions.query_word[searched], results[searched], taste_rng)
+    fresh = pick_in_category(world, samplers, shard, sessions.user, category, sensitivity, rng, taste_rng)
     items[:, 0] = np.where(searched, results, fresh)
     for step in range(1, longest):
         active = np.flatnonzero(sessions.n_steps > step)
         items[active, step] = next_items(world, samplers, shard, sessions, category, sensitivity,
-                                         active, items[active, step - 1], rng)
+                                         active, items[active, step - 1], rng, taste_rng)
     return items
 
 
-def next_items(world, samplers, shard, sessions, category, sensitivity, active, last, rng):
+def next_items(world, samplers, shard, sessions, category, sensitivity, active, last, rng, taste_rng):
     """One step for the active sessions: successor, search result, category switch or fresh pick."""
     choice = rng.random(len(active))
     searched = sessions.query_word[active] >= 0
@@ -527,7 +589,11 @@ def next_items(world, samplers, shard, sessions, category, sensitivity, active, 
     successor = world.successors[last, slot]
     search_result = samplers.item_with_word.sample(np.maximum(sessions.query_word[active], 0),
                                                    rng.random(len(active)))
-    fresh = pick_in_category(world, samplers, category[active], sensitivity[active], rng)
+    chosen = np.flatnonzero(result)
+    search_result[chosen] = search_choice(world, samplers, shard, sessions.user[active[chosen]],
+                                          sessions.query_word[active[chosen]], search_result[chosen], taste_rng)
+    fresh = pick_in_category(world, samplers, shard, sessions.user[active], category[active], sensitivity[active],
+                             rng, taste_rng)
     return np.where(follow, successor, np.where(result, search_result, fresh))
 
 
@@ -542,10 +608,11 @@ def funnel_depth(world, shard, session_user, item, rng) -> np.ndarray:
 
 
 def simulate_day(world: World, samplers: DaySamplers, shard: UserShard, day_start_ms: int,
-                 rng: np.random.Generator) -> Events:
-    """Genuine events of one user shard on one day, in time order."""
+                 rng: np.random.Generator, taste_rng: np.random.Generator) -> Events:
+    """Genuine events of one user shard on one day, in time order (brand-loyal picks, search
+    choices and query typos drawn from taste_rng)."""
     sessions = plan_sessions(shard, samplers, rng)
-    items = browse_items(world, samplers, shard, sessions, rng)
+    items = browse_items(world, samplers, shard, sessions, rng, taste_rng)
     session_of_step, step = np.nonzero(items >= 0)  # row-major: by session, then step
     step_item = items[session_of_step, step]
     depth = funnel_depth(world, shard, sessions.user[session_of_step], step_item, rng)
@@ -569,7 +636,7 @@ def simulate_day(world: World, samplers: DaySamplers, shard: UserShard, day_star
     # A session cut short by the user's next session (or by midnight) loses its tail.
     kept = np.flatnonzero(time_in_day < sessions.end_ms[session] - MIN_GAP_S * 1000)
     kept = kept[np.argsort(time_in_day[kept], kind="stable")]
-    queries = search_queries(world, sessions, items, rng)
+    queries = search_queries(world, sessions, items, rng, taste_rng)
     return Events(user=shard.first_user + sessions.user[session[kept]], session=session[kept],
                   type_code=type_code[kept], item=item[kept], time_ms=day_start_ms + time_in_day[kept],
                   price=price[kept],
@@ -590,18 +657,32 @@ def session_offsets(session: np.ndarray, type_code: np.ndarray, rng: np.random.G
     return elapsed - session_base
 
 
-def search_queries(world: World, sessions: Sessions, items: np.ndarray, rng: np.random.Generator) -> dict:
-    """Query text per search session: its word, sometimes after the brand of the first result."""
+def search_queries(world: World, sessions: Sessions, items: np.ndarray, rng: np.random.Generator,
+                   taste_rng: np.random.Generator) -> dict:
+    """Query text per search session: its word (sometimes cut short or misspelled), sometimes
+    after the brand of the first result."""
     searched = np.flatnonzero(sessions.query_word >= 0)
     with_brand = rng.random(len(searched)) < P_QUERY_WITH_BRAND
     queries = {}
     for session, word, brand_too in zip(searched.tolist(), sessions.query_word[searched].tolist(),
                                         with_brand.tolist()):
-        text = world.words[word]
+        text = typed_word(world.words[word], taste_rng)
         if brand_too:
             text = f"{world.brand_names[world.brand[items[session, 0]]]} {text}"
         queries[session] = text
     return queries
+
+
+def typed_word(word: str, rng: np.random.Generator, p_partial: float = P_PARTIAL_QUERY,
+               p_typo: float = P_TYPO_QUERY) -> str:
+    """The word as typed: sometimes a prefix of 3+ letters, sometimes two neighbouring letters swapped."""
+    draw = rng.random()
+    if draw < p_partial and len(word) > 4:
+        return word[: int(rng.integers(3, len(word)))]
+    if draw < p_partial + p_typo and len(word) > 3:
+        at = int(rng.integers(0, len(word) - 1))
+        return word[:at] + word[at + 1] + word[at] + word[at + 2:]
+    return word
 
 
 # ===========================================================================================
@@ -844,7 +925,8 @@ def write_day(world: World, scale: Scale, scale_name: str, seed: int, rates: dic
     with replace_partition(partition_path(lake, schema.LANDING_EVENTS, date)) as staging:
         for part in range(parts):
             rng = np.random.default_rng(np.random.SeedSequence([seed, STREAM_DAY, date_ordinal, part]))
-            events = simulate_day(world, samplers, user_shard(scale, seed, part), day_start_ms, rng)
+            taste_rng = np.random.default_rng(np.random.SeedSequence([seed, STREAM_TASTE_DAY, date_ordinal, part]))
+            events = simulate_day(world, samplers, user_shard(scale, seed, part), day_start_ms, rng, taste_rng)
             # Bot ids follow the genuine user ids, a block per part so parts never share a bot.
             first_bot = scale.n_users + part * 1000
             landed = land_part(events, world, samplers, rates, first_bot, day_start_ms,

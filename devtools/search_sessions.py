@@ -35,7 +35,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from devtools.generate import TASTE_CONCENTRATION, Scale, build_world, World
+from devtools.generate import TASTE_CONCENTRATION, Scale, World, build_world, typed_word
 
 HISTORY_VIEWS = 30
 NEW_USER_SHARE = 0.2  # users without any history: personal features have nothing to say about them
@@ -131,7 +131,7 @@ def simulate_searches(world: World, users: SearchUsers, index, days: int, search
             user = int(rng.integers(n_users))
             category = int(_sample_rows(users.taste[[user]], rng)[0])
             word = world.words[int(rng.choice(world.category_words[category]))]
-            typed = _misspelled(word, rng)
+            typed = typed_word(word, rng, P_PARTIAL, P_TYPO)
             brand = world.brand_names[users.favourite_brand[user, category]]
             query = f"{brand} {typed}" if rng.random() < P_BRAND_QUERY else typed
             searches.append((search_id, day, user, query, word))
@@ -163,16 +163,6 @@ def generate_search_log(scale_name: str, days: int, searches_per_day: int, seed:
     index = index_builder(catalog_frame(world))
     searches, interactions = simulate_searches(world, users, index, days, searches_per_day, rng)
     return SearchLog(world, users, history, searches, interactions), index
-
-
-def _misspelled(word: str, rng: np.random.Generator) -> str:
-    draw = rng.random()
-    if draw < P_PARTIAL and len(word) > 4:
-        return word[: int(rng.integers(3, len(word)))]
-    if draw < P_PARTIAL + P_TYPO and len(word) > 3:
-        at = int(rng.integers(0, len(word) - 1))
-        return word[:at] + word[at + 1] + word[at] + word[at + 2:]
-    return word
 
 
 def _sample_rows(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -13,6 +13,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from devtools import generate
@@ -339,3 +340,54 @@ def test_bad_arguments_are_named(tmp_path, arguments, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         generate_clickstream(**call)
     assert not (tmp_path / "landing").exists()
+
+
+def test_searchers_open_results_of_their_favourite_brand_and_price_level_more_often_than_the_shop_shows_them():
+    # The same word searched by every user of a shard: the first result drawn by traffic alone
+    # is what a user without tastes would open; the choice model must move the opened results
+    # towards each user's favourite brand and price level (and stay among the word's items).
+    scale = generate.SCALES["small"]
+    world = generate.build_world(scale, seed=7, days=1)
+    samplers = generate.day_samplers(world, 0)
+    shard = generate.user_shard(scale, seed=7, part=0)
+    users = np.repeat(np.arange(shard.n_users), 4)
+    words = np.full(len(users), world.category_words[0, 0])
+    rng = np.random.default_rng(0)
+    by_traffic = samplers.item_with_word.sample(words, rng.random(len(users)))
+    opened = generate.search_choice(world, samplers, shard, users, words, by_traffic, rng)
+
+    def favourite_share(items):
+        return np.mean(shard.favourite_brand[users, world.category[items]] == world.brand[items])
+
+    def price_distance(items):
+        return np.mean(np.abs(world.price_z[items] - shard.price_level[users]))
+
+    assert np.all(np.any(world.title_words[opened] == words[:, None], axis=1))
+    assert favourite_share(opened) > favourite_share(by_traffic) + 0.15
+    assert price_distance(opened) < price_distance(by_traffic) - 0.1
+
+
+def test_search_queries_are_sometimes_cut_short_or_misspelled():
+    rng = np.random.default_rng(0)
+    typed = [generate.typed_word("kelano", rng) for _ in range(2000)]
+    partial = sum(word != "kelano" and "kelano".startswith(word) for word in typed) / len(typed)
+    swapped = sum(len(word) == 6 and word != "kelano" and sorted(word) == sorted("kelano") for word in typed) / len(typed)
+    assert abs(partial - generate.P_PARTIAL_QUERY) < 0.03 and abs(swapped - generate.P_TYPO_QUERY) < 0.02
+
+
+def test_users_browse_their_favourite_brands_more_than_other_users_do():
+    # The same items, judged by their own viewers' favourite brands and by random other users':
+    # only a brand-loyal browser makes the first share clearly larger.
+    scale = generate.SCALES["small"]
+    world = generate.build_world(scale, seed=7, days=1)
+    shard = generate.user_shard(scale, seed=7, part=0)
+    events = generate.simulate_day(world, generate.day_samplers(world, 0), shard, 0,
+                                   np.random.default_rng(1), np.random.default_rng(2))
+    items = events.item >= 0
+    item, user = events.item[items], events.user[items] - shard.first_user
+    others = np.random.default_rng(3).permutation(user)
+
+    def favourite_share(users):
+        return np.mean(shard.favourite_brand[users, world.category[item]] == world.brand[item])
+
+    assert favourite_share(user) > favourite_share(others) + 0.1  # 0.41 against 0.27 when written
