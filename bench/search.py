@@ -36,12 +36,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from devtools.search_sessions import catalog_frame, generate_search_log  # noqa: E402
-from jobs.evaluation.metrics import bootstrap_intervals  # noqa: E402
 from jobs.search.features import (ALL_FEATURES, CatalogSignals, UserProfiles, candidate_features,  # noqa: E402
                                   features_for)
 from jobs.search.lexical import LexicalIndex, item_document  # noqa: E402
-from jobs.search.quality import METRICS, search_quality  # noqa: E402
-from jobs.search.ranker import RankingRows, SearchRanker  # noqa: E402
+from jobs.search.quality import METRICS, per_search_metrics, summarize  # noqa: E402
+from jobs.search.ranker import SearchRanker, candidate_rows, learnable, retrieve_all  # noqa: E402
 
 RESULTS_FILE = REPO / "bench" / "results" / "search.json"
 HEAD_QUERY_MIN_TRAIN_SEARCHES = 20  # a test query typed at least this often on the training days is "head"
@@ -55,56 +54,6 @@ def build_index(catalog: pd.DataFrame) -> LexicalIndex:
 def documents_of(catalog: pd.DataFrame) -> list[str]:
     return [item_document(title, category, brand) for title, category, brand in
             zip(catalog["title"], catalog["category"], catalog["brand"])]
-
-
-def candidate_rows(searches: pd.DataFrame, interactions: pd.DataFrame, index: LexicalIndex,
-                   catalog: CatalogSignals, profiles: UserProfiles, n_candidates: int) -> tuple[RankingRows, list]:
-    """(rows of every search with at least one interaction, per search: (row slice, candidates, relevance))."""
-    relevance = {search: dict(zip(group["item"], group["grade"])) for search, group in interactions.groupby("search_id")}
-    features, grades, groups, searches_kept = [], [], [], []
-    start = 0
-    for search in searches.itertuples(index=False):
-        relevant = relevance.get(search.search_id)
-        if not relevant:
-            continue
-        candidates, bm25 = index.search(search.query, n_candidates)
-        if not len(candidates):  # nothing matched: every metric 0, no rows to learn from
-            searches_kept.append((search, slice(start, start), candidates, relevant))
-            continue
-        features.append(candidate_features(search.query, search.user, candidates, bm25, catalog, profiles))
-        grades.append(np.array([relevant.get(item, 0) for item in candidates]))
-        groups.append(len(candidates))
-        searches_kept.append((search, slice(start, start + len(candidates)), candidates, relevant))
-        start += len(candidates)
-    rows = RankingRows(np.vstack(features), np.concatenate(grades), np.array(groups))
-    return rows, searches_kept
-
-
-def learnable(rows: RankingRows) -> RankingRows:
-    """Only the groups with a relevant candidate: a group of zeros has no pair to learn from."""
-    keep_rows, keep_groups, start = [], [], 0
-    for size in rows.groups:
-        if rows.grades[start:start + size].max() > 0:
-            keep_rows.append(np.arange(start, start + size))
-            keep_groups.append(size)
-        start += size
-    kept = np.concatenate(keep_rows)
-    return RankingRows(rows.features[kept], rows.grades[kept], np.array(keep_groups))
-
-
-def evaluate(scores: np.ndarray, searches: list) -> dict[str, np.ndarray]:
-    per_search = [search_quality(candidates, scores[rows], relevant) if len(candidates)
-                  else {name: 0.0 for name in METRICS} for _, rows, candidates, relevant in searches]
-    return {name: 100.0 * np.array([quality[name] for quality in per_search]) for name in METRICS}
-
-
-def summarize(contributions: dict[str, np.ndarray], users: np.ndarray, mask: np.ndarray) -> dict:
-    picked = {name: values[mask] for name, values in contributions.items()}
-    intervals = bootstrap_intervals(picked, RESAMPLES, CONFIDENCE, seed=0, groups=users[mask])
-    row = {name: round(float(values.mean()), 2) for name, values in picked.items()}
-    row.update({f"{name}_ci": [round(low, 2), round(high, 2)] for name, (low, high) in intervals.items()})
-    row["searches"] = int(mask.sum())
-    return row
 
 
 def main(argv=None) -> int:
@@ -139,9 +88,14 @@ def main(argv=None) -> int:
     test_day, valid_day = args.days - 1, args.days - 2
     split = {name: log.searches[days(log.searches["day"])] for name, days in
              (("train", lambda d: d < valid_day), ("valid", lambda d: d == valid_day), ("test", lambda d: d == test_day))}
+    relevance = {search: dict(zip(group["item"], group["grade"]))
+                 for search, group in log.interactions.groupby("search_id")}
     rows, kept = {}, {}
     for name, searches in split.items():
-        rows[name], kept[name] = candidate_rows(searches, log.interactions, index, signals, profiles, args.candidates)
+        rows[name], kept[name] = candidate_rows(searches["query"], searches["user"],
+                                                [relevance.get(search) for search in searches["search_id"]],
+                                                retrieve_all(index, searches["query"], args.candidates),
+                                                signals, profiles)
 
     rankers, columns = {}, {}
     for variant, personal in (("hybrid", False), ("personalized", True)):
@@ -158,18 +112,18 @@ def main(argv=None) -> int:
     scores = {"bm25": -test_rows.features[:, ALL_FEATURES.index("bm25_rank")]}
     for variant, ranker in rankers.items():
         scores[variant] = ranker.score(test_rows.features[:, columns[variant]])
-    users = np.array([search.user for search, *_ in test_searches])
+    tested = split["test"].iloc[[search.position for search in test_searches]]
+    users = tested["user"].to_numpy()
     train_query_counts = split["train"]["query"].value_counts()
-    head = np.array([train_query_counts.get(search.query, 0) >= HEAD_QUERY_MIN_TRAIN_SEARCHES
-                     for search, *_ in test_searches])
+    head = np.array([train_query_counts.get(query, 0) >= HEAD_QUERY_MIN_TRAIN_SEARCHES for query in tested["query"]])
     returning = profiles.history_size[users] > 0
     segments = {"all": np.ones(len(users), dtype=bool), "returning_users": returning, "new_users": ~returning,
                 "head_queries": head, "tail_queries": ~head}
     results = {}
     print("| variant | segment | searches | NDCG@10 | MRR@10 | Recall@50 |\n|---|---|---:|---:|---:|---:|")
     for variant, variant_scores in scores.items():
-        contributions = evaluate(variant_scores, test_searches)
-        results[variant] = {segment: summarize(contributions, users, mask)
+        contributions = per_search_metrics(variant_scores, test_searches)
+        results[variant] = {segment: summarize(contributions, users, mask, RESAMPLES, CONFIDENCE, seed=0)
                             for segment, mask in segments.items() if mask.any()}
         for segment, row in results[variant].items():
             print(f"| {variant} | {segment} | {row['searches']:,} | "

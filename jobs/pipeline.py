@@ -51,6 +51,7 @@ STAGES = (
     Stage("train_item_encoder", trains=True),
     Stage("fuse", trains=True),  # feature-level fusion trains a Keras model
     Stage("evaluate"),
+    Stage("train_search_ranker"),  # the search ranker uses tonight's encoder and served fusion
     Stage("register_and_gate"),
     Stage("batch_recommend"),
     Stage("publish_serving"),  # into the shop's stores (serving_store.targets), switched atomically
@@ -84,6 +85,8 @@ def stage_module(name: str) -> ModuleType:
         from jobs.fusion import fuse as module
     elif name == "evaluate":
         from jobs.evaluation import evaluate as module
+    elif name == "train_search_ranker":
+        from jobs.search import train_search_ranker as module
     elif name == "register_and_gate":
         from jobs.serving import register_and_gate as module
     elif name == "batch_recommend":

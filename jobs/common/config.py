@@ -257,6 +257,20 @@ class FusionConfig(Section):
     holdout_fraction: float = 0.2  # valid-day users held out to choose the served fusion variant
 
 
+class SearchConfig(Section):
+    """The nightly search ranker (jobs/search/train_search_ranker.py)."""
+
+    candidates: int = Field(100, ge=1)  # lexical top-N per search that the rankers reorder
+    # The item encoder's nearest items per query, added to the lexical ones (0: lexical only).
+    semantic_candidates: int = Field(100, ge=0)
+    # Valid-day users whose searches early-stop the rankers; the others' searches fit them.
+    holdout_fraction: float = Field(0.3, gt=0.0, lt=1.0)
+    # Fewer valid-day searches to fit on (or none to early-stop on): the night reports BM25 only.
+    min_fit_searches: int = Field(30, ge=1)
+    # A test query typed at least this often before the test day is a head query.
+    head_query_min_searches: int = Field(5, ge=1)
+
+
 class EvaluationConfig(Section):
     ks: list[int] = Field(default_factory=lambda: [1, 5, 10, 20])  # cutoffs reported; the primary metric's is always added
     exclude_seen: bool = False  # True: items already in the history can't be recommended
@@ -338,6 +352,7 @@ class FusionrecConfig(Section):
     baselines: BaselinesConfig = defaults_of(BaselinesConfig)
     fusion: FusionConfig = defaults_of(FusionConfig)
     evaluation: EvaluationConfig = defaults_of(EvaluationConfig)
+    search: SearchConfig = defaults_of(SearchConfig)
     serving_store: ServingStoreConfig = defaults_of(ServingStoreConfig)
     airflow: AirflowConfig = defaults_of(AirflowConfig)
 

@@ -162,40 +162,79 @@ def make_examples(sequences: pd.DataFrame, split: int, max_len: int) -> Examples
     """
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
-    lengths = sequences[ITEM_IDX].map(len).to_numpy(dtype=np.int64)
-    flat_items = _flatten(sequences[ITEM_IDX])
-    flat_types = _flatten(sequences[EVENT_TYPE_IDX])
-    flat_splits = _flatten(sequences[SPLIT])
-    flat_timestamps = _flatten(sequences[TIMESTAMPS])
-    user_starts = np.repeat(np.cumsum(lengths) - lengths, lengths)  # per event: its user's first event
-    positions = np.arange(len(flat_items)) - user_starts
-    is_target = (flat_splits == split) & (positions >= 1) & (flat_items != 0)
+    flat = _FlatSequences.of(sequences)
+    positions = np.arange(len(flat.items)) - flat.user_starts
+    is_target = (flat.splits == split) & (positions >= 1) & (flat.items != 0)
     target_events = np.flatnonzero(is_target)
-    # Per event: the bucket of the gap since its user's previous event (0 for a first event).
-    flat_gaps = np.zeros(len(flat_items), dtype=np.int32)
-    has_previous = positions >= 1
-    later = np.flatnonzero(has_previous)
-    flat_gaps[later] = gap_buckets(flat_timestamps[later] - flat_timestamps[later - 1])
+    items, types, gaps = flat.windows(target_events, flat.user_starts[target_events], max_len)
+    return Examples(items=items, types=types, targets=flat.items[target_events].astype(np.int32),
+                    user_ids=flat.user_of_event[target_events], gaps=gaps)
 
-    history_items, history_types, history_gaps = [], [], []
-    for begin in range(0, len(target_events), _EXAMPLE_CHUNK):
-        events = target_events[begin:begin + _EXAMPLE_CHUNK]
-        # Column j of an example holds event (e - max_len + j): the last column is e - 1.
-        history = events[:, None] - max_len + np.arange(max_len)[None, :]
-        inside_user = history >= user_starts[events][:, None]
-        history = np.where(inside_user, history, 0)
-        history_items.append(np.where(inside_user, flat_items[history], 0))
-        history_types.append(np.where(inside_user, flat_types[history], 0))
-        history_gaps.append(np.where(inside_user, flat_gaps[history], 0))
-    empty = np.zeros((0, max_len), dtype=np.int32)
-    user_of_event = np.repeat(sequences[USER_ID].to_numpy(dtype=object), lengths)
-    return Examples(
-        items=np.concatenate(history_items).astype(np.int32) if history_items else empty,
-        types=np.concatenate(history_types).astype(np.int32) if history_types else empty.copy(),
-        targets=flat_items[target_events].astype(np.int32),
-        user_ids=user_of_event[target_events],
-        gaps=np.concatenate(history_gaps).astype(np.int32) if history_gaps else empty.copy(),
-    )
+
+def histories_before(sequences: pd.DataFrame, user_ids, times, max_len: int) -> Examples:
+    """The history of each (user, epoch second) request: the user's events strictly before that
+    second, in make_examples' layout (last max_len, left-padded). A user without sequence or
+    without earlier events gets an all-padding row. targets are 0 (there is no next item)."""
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1, got {max_len}")
+    flat = _FlatSequences.of(sequences)
+    user_ids = np.asarray(user_ids, dtype=object)
+    rank_of_user = {user: rank for rank, user in enumerate(sequences[USER_ID].tolist())}
+    user_rank = np.array([rank_of_user.get(user, -1) for user in user_ids.tolist()], dtype=np.int64)
+    known = user_rank >= 0
+    lengths = np.diff(np.append(flat.first_event, len(flat.items)))
+    starts = np.where(known, flat.first_event[np.maximum(user_rank, 0)], 0)
+    ends = starts.copy()
+    requested = np.asarray(times, dtype=np.int64)
+    for row in np.flatnonzero(known):  # one binary search in the user's own time-sorted events
+        user_times = flat.timestamps[starts[row]:starts[row] + lengths[user_rank[row]]]
+        ends[row] = starts[row] + np.searchsorted(user_times, requested[row], side="left")
+    items, types, gaps = flat.windows(ends, starts, max_len)
+    return Examples(items=items, types=types, targets=np.zeros(len(user_ids), dtype=np.int32),
+                    user_ids=user_ids, gaps=gaps)
+
+
+@dataclass(frozen=True)
+class _FlatSequences:
+    """Every user's events end to end (numpy), with each event's user start and time-gap bucket."""
+    items: np.ndarray
+    types: np.ndarray
+    splits: np.ndarray
+    timestamps: np.ndarray
+    gaps: np.ndarray
+    first_event: np.ndarray  # per user (sequence row): the flat index of their first event
+    user_starts: np.ndarray  # per event: the flat index of its user's first event
+    user_of_event: np.ndarray
+
+    @classmethod
+    def of(cls, sequences: pd.DataFrame) -> "_FlatSequences":
+        lengths = sequences[ITEM_IDX].map(len).to_numpy(dtype=np.int64)
+        items = _flatten(sequences[ITEM_IDX])
+        timestamps = _flatten(sequences[TIMESTAMPS])
+        first_event = np.cumsum(lengths) - lengths
+        user_starts = np.repeat(first_event, lengths)
+        # Per event: the bucket of the gap since its user's previous event (0 for a first event).
+        gaps = np.zeros(len(items), dtype=np.int32)
+        later = np.flatnonzero(np.arange(len(items)) - user_starts >= 1)
+        gaps[later] = gap_buckets(timestamps[later] - timestamps[later - 1])
+        return cls(items, _flatten(sequences[EVENT_TYPE_IDX]), _flatten(sequences[SPLIT]), timestamps, gaps,
+                   first_event, user_starts, np.repeat(sequences[USER_ID].to_numpy(dtype=object), lengths))
+
+    def windows(self, ends: np.ndarray, starts: np.ndarray, max_len: int) -> tuple[np.ndarray, ...]:
+        """(items, types, gaps) int32 [n, max_len]: events starts[i] <= e < ends[i], the last max_len,
+        left-padded with 0 so the most recent event is always in the last column."""
+        blocks = {"items": [], "types": [], "gaps": []}
+        for begin in range(0, len(ends), _EXAMPLE_CHUNK):
+            end = np.asarray(ends[begin:begin + _EXAMPLE_CHUNK])
+            # Column j of a row holds event (end - max_len + j): the last column is end - 1.
+            history = end[:, None] - max_len + np.arange(max_len)[None, :]
+            inside_user = history >= np.asarray(starts[begin:begin + _EXAMPLE_CHUNK])[:, None]
+            history = np.where(inside_user, history, 0)
+            for name, values in (("items", self.items), ("types", self.types), ("gaps", self.gaps)):
+                blocks[name].append(np.where(inside_user, values[history], 0) if len(values)
+                                    else np.zeros(history.shape, dtype=np.int32))
+        return tuple(np.concatenate(blocks[name]).astype(np.int32) if blocks[name]
+                     else np.zeros((0, max_len), dtype=np.int32) for name in ("items", "types", "gaps"))
 
 
 def gap_buckets(gap_seconds) -> np.ndarray:

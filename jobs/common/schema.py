@@ -128,11 +128,14 @@ FEATURE_META = "features/meta"  # meta.json: vocabulary sizes and the split date
 # Append-only vocabularies, one dataset per name (jobs/etl/vocabulary.py): <VOCABULARIES>/<name>/dt=D.
 VOCABULARIES = "state/vocabularies"
 VOCABULARY_NAMES = ("item", "category", "brand", "title_token")
+VOCABULARY_VALUE, VOCABULARY_ID = "value", "id"  # the columns of every vocabulary table
 MODEL_USER_ENCODER = "models/user_encoder"
 MODEL_ITEM_ENCODER = "models/item_encoder"
 MODEL_BASELINES = "models/baselines"  # S-POP, Item-KNN and ALS: fusion members beside the encoders
 MODEL_FUSION = "models/fusion"
+MODEL_SEARCH = "models/search"  # the search ranker and the lexical index it reorders
 REPORTS = "reports"
+SEARCH_REPORTS = "reports/search"
 DATA_QUALITY = "reports/data_quality"
 RECOMMENDATIONS = "recommendations"
 # Top-N similar catalog items per catalog item (jobs/serving/similar_items.py), beside the recommendations.

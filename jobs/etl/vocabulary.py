@@ -26,10 +26,10 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from jobs.common.lake import existing_partitions, partition_path
-from jobs.common.schema import DT, VOCABULARIES, VOCABULARY_NAMES
+from jobs.common.schema import DT, VOCABULARIES, VOCABULARY_ID, VOCABULARY_NAMES, VOCABULARY_VALUE
 from jobs.common.spark_io import write_partitions
 
-VALUE, ID = "value", "id"
+VALUE, ID = VOCABULARY_VALUE, VOCABULARY_ID
 
 
 def extend_vocabulary(previous: list[str], observed: Iterable[str | None]) -> list[str]:

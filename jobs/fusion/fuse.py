@@ -94,16 +94,24 @@ def fit_fusers(base: dict, examples, settings: dict, metric: str = PRIMARY_METRI
 
 def split_by_user(examples, holdout_fraction: float, seed: int):
     """(fit, holdout) Examples; every user's examples fall wholly in one part (seeded)."""
+    in_holdout = holdout_mask(examples.user_ids, holdout_fraction, seed, "fusion", "fit the fusers")
+    return _subset(examples, ~in_holdout), _subset(examples, in_holdout)
+
+
+def holdout_mask(user_ids: np.ndarray, holdout_fraction: float, seed: int, section: str, purpose: str) -> np.ndarray:
+    """bool per row: its user is one of the round(holdout_fraction x users) held out (seeded).
+
+    section and purpose name the config section and what the fit part is for, in errors.
+    """
     if not 0 < holdout_fraction < 1:
-        raise ValueError(f"fusion.holdout_fraction must be strictly between 0 and 1, got {holdout_fraction}")
-    users = np.unique(examples.user_ids.astype(str))
+        raise ValueError(f"{section}.holdout_fraction must be strictly between 0 and 1, got {holdout_fraction}")
+    users = np.unique(np.asarray(user_ids).astype(str))
     if len(users) < 2:
-        raise ValueError(f"the valid day has {len(users)} user(s): at least 2 are needed to fit the fusers "
+        raise ValueError(f"the valid day has {len(users)} user(s): at least 2 are needed to {purpose} "
                          f"on some and measure them on others")
     n_holdout = min(len(users) - 1, max(1, round(holdout_fraction * len(users))))
     holdout_users = np.random.default_rng(seed).permutation(users)[:n_holdout]
-    in_holdout = np.isin(examples.user_ids.astype(str), holdout_users)
-    return _subset(examples, ~in_holdout), _subset(examples, in_holdout)
+    return np.isin(np.asarray(user_ids).astype(str), holdout_users)
 
 
 def _subset(examples, rows: np.ndarray):

@@ -9,7 +9,16 @@ personal    from the user's history alone (what the nightly models know of them)
             brand / category), price_gap (|price_z - the mean price_z of their history|,
             missing without history), user_history_size, seen_before (times in it)
 
-`hybrid` ranks with the first two groups, `personalized` with all three (features_for).
+semantic    embedding_cosine: the cosine of the query and the item in the item encoder's
+            space (jobs/search/semantic.py; the nightly ranker only)
+nightly     from tonight's recommendation models, for the searcher's history before the
+            search (the nightly ranker only): encoder_z / encoder_rank (the user encoder's
+            score of the item, standardised over the catalog, and the item's rank in its
+            full-catalog list), recommender_z / recommender_rank (the same for the served
+            fusion variant); missing without history
+
+`hybrid` ranks with the first two groups, `personalized` with all three (features_for);
+the nightly ranker adds the semantic and nightly groups (NIGHTLY_FEATURES).
 """
 
 from __future__ import annotations
@@ -26,6 +35,9 @@ QUERY_ITEM_FEATURES = ("bm25", "bm25_rank", "word_match", "brand_in_query")
 ITEM_FEATURES = ("log_popularity", "price_z")
 PERSONAL_FEATURES = ("user_brand_share", "user_category_share", "price_gap", "user_history_size", "seen_before")
 ALL_FEATURES = QUERY_ITEM_FEATURES + ITEM_FEATURES + PERSONAL_FEATURES
+SEMANTIC_FEATURES = ("embedding_cosine",)
+MODEL_FEATURES = ("encoder_z", "encoder_rank", "recommender_z", "recommender_rank")
+NIGHTLY_FEATURES = ALL_FEATURES + SEMANTIC_FEATURES + MODEL_FEATURES
 
 
 def features_for(personal: bool) -> tuple[str, ...]:
@@ -101,3 +113,27 @@ def candidate_features(query: str, user: int, candidates: np.ndarray, bm25: np.n
         np.full(len(candidates), profiles.history_size[user]),
         np.asarray(profiles.item_counts[users, candidates]).ravel(),
     ])
+
+
+def model_signals(scorer, histories, candidates: list[np.ndarray], batch_size: int = 512) -> list[np.ndarray]:
+    """Per search: [its candidates, 2] = (z-score of the candidate's score over the catalog, its
+    rank in the full-catalog list, 1 = best) from a recommendation scorer, for the searcher's
+    history (histories: items / types / gaps [searches, L]); candidates are item indices.
+    A search without history gets nan (the ranker treats it as missing)."""
+    signals = []
+    for start in range(0, len(candidates), batch_size):
+        rows = slice(start, start + batch_size)
+        gaps = None if histories.gaps is None else histories.gaps[rows]
+        scores = np.asarray(scorer.score(histories.items[rows], histories.types[rows], gaps), dtype=np.float64)
+        scores = np.where(np.isfinite(scores), scores, np.nan)  # padding and items out of the catalog
+        z = (scores - np.nanmean(scores, axis=1, keepdims=True)) / np.maximum(np.nanstd(scores, axis=1, keepdims=True),
+                                                                              1e-12)
+        order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), axis=1, kind="stable")
+        rank = np.empty_like(order)
+        np.put_along_axis(rank, order, np.arange(1, scores.shape[1] + 1)[None, :].repeat(len(order), 0), axis=1)
+        for offset, items in enumerate(candidates[rows]):
+            block = np.column_stack([z[offset, items], rank[offset, items].astype(np.float64)])
+            if not histories.items[start + offset].any():
+                block[:] = np.nan
+            signals.append(block)
+    return signals

@@ -14,6 +14,7 @@ import numpy as np
 
 from jobs.search.text import search_tokens
 
+ITEM_IDS_FILE = "item_ids.json"
 # Lucene's BM25 variant with its usual constants (k1 term saturation, b length normalisation).
 K1, B = 1.2, 0.75
 
@@ -41,6 +42,27 @@ class LexicalIndex:
         retriever.index([search_tokens(document) for document in documents], show_progress=False)
         return cls(np.asarray(item_ids, dtype=object), retriever)
 
+    def save(self, directory: str) -> None:
+        """bm25s's own files plus item_ids.json, in directory (created)."""
+        import json
+        import os
+
+        os.makedirs(directory, exist_ok=True)
+        self._retriever.save(directory)
+        with open(os.path.join(directory, ITEM_IDS_FILE), "w") as handle:
+            json.dump([str(item) for item in self.item_ids], handle)
+
+    @classmethod
+    def load(cls, directory: str) -> "LexicalIndex":
+        import json
+        import os
+
+        import bm25s
+
+        with open(os.path.join(directory, ITEM_IDS_FILE)) as handle:
+            item_ids = json.load(handle)
+        return cls(np.asarray(item_ids, dtype=object), bm25s.BM25.load(directory))
+
     def scores(self, query: str) -> np.ndarray:
         """The BM25 score of every item for query (0 where no token matches), in index order."""
         tokens = [token for token in search_tokens(query) if token in self._retriever.vocab_dict]
@@ -53,7 +75,11 @@ class LexicalIndex:
 
         Ties (equal scores) keep index order, so the result never depends on chance.
         """
-        scores = self.scores(query)
+        return self.top(self.scores(query), k)
+
+    @staticmethod
+    def top(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """search() on a query's scores() already computed."""
         k = min(k, int((scores > 0).sum()))
         if k == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)

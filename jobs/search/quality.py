@@ -21,9 +21,14 @@ def conservative_order(scores: np.ndarray, grades: np.ndarray) -> np.ndarray:
 
 
 def search_quality(candidates: np.ndarray, scores: np.ndarray, relevance: dict) -> dict[str, float]:
-    """The three metrics of one search: candidates (item ids) scored by a ranker; relevance {item: grade >= 1}."""
+    """The three metrics of one search: candidates (item ids) scored by a ranker (-inf: not listed);
+    relevance {item: grade >= 1}."""
     if not relevance:
         raise ValueError("a search without any relevant item cannot be scored; leave it out")
+    # A score of -inf means the ranker does not list the candidate at all (BM25's list has only
+    # the items that share a token with the query).
+    listed = np.asarray(scores, dtype=np.float64) > -np.inf
+    candidates, scores = np.asarray(candidates, dtype=object)[listed], np.asarray(scores, dtype=np.float64)[listed]
     grades = np.array([relevance.get(item, 0) for item in candidates], dtype=np.int64)
     ranked = grades[conservative_order(scores, grades)]
     ideal = np.sort(np.fromiter(relevance.values(), dtype=np.int64))[::-1]
@@ -34,3 +39,24 @@ def search_quality(candidates: np.ndarray, scores: np.ndarray, relevance: dict) 
     return {f"NDCG@{NDCG_K}": dcg / idcg,
             f"MRR@{MRR_K}": 1.0 / (first_relevant[0] + 1) if len(first_relevant) else 0.0,
             f"Recall@{RECALL_K}": float((ranked[:RECALL_K] > 0).sum()) / len(relevance)}
+
+
+def per_search_metrics(scores: np.ndarray, scored: list) -> dict[str, np.ndarray]:
+    """{metric: [searches]} in %, for rows' scores and ranker.ScoredSearch entries (no candidates: 0)."""
+    per_search = [search_quality(search.candidates, scores[search.rows], search.relevance) if len(search.candidates)
+                  else dict.fromkeys(METRICS, 0.0) for search in scored]
+    return {name: 100.0 * np.array([quality[name] for quality in per_search], dtype=np.float64) for name in METRICS}
+
+
+def summarize(contributions: dict[str, np.ndarray], users: np.ndarray, mask: np.ndarray, resamples: int,
+              confidence: float, seed: int) -> dict:
+    """Means of the masked searches and their bootstrap intervals, resampling users (a user's
+    searches together): {metric, metric_ci: [low, high], searches}."""
+    from jobs.evaluation.metrics import bootstrap_intervals
+
+    picked = {name: values[mask] for name, values in contributions.items()}
+    intervals = bootstrap_intervals(picked, resamples, confidence, seed=seed, groups=users[mask])
+    row = {name: round(float(values.mean()), 2) for name, values in picked.items()}
+    row.update({f"{name}_ci": [round(low, 2), round(high, 2)] for name, (low, high) in intervals.items()})
+    row["searches"] = int(mask.sum())
+    return row

@@ -32,6 +32,74 @@ class RankingRows:
                              f"groups summing to {int(np.sum(self.groups))}")
 
 
+@dataclasses.dataclass
+class ScoredSearch:
+    """One search's place in RankingRows: its rows, its candidates (retrieval order) and what it
+    found relevant ({item: grade >= 1}, candidates or not). position: its index in the input."""
+    position: int
+    rows: slice
+    candidates: np.ndarray
+    relevance: dict
+
+
+def retrieve_all(index, queries, n_candidates: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(candidates, bm25 scores) of each query: the lexical index's top n_candidates."""
+    return [index.search(query, n_candidates) for query in queries]
+
+
+def candidate_rows(queries, profile_rows, relevances, retrieved, catalog, profiles,
+                   extra_features=None, n_extra: int = 0) -> tuple[RankingRows, list[ScoredSearch]]:
+    """Describe the retrieved candidates of every search that has a relevant item.
+
+    queries, profile_rows (the row of `profiles` describing the searcher), relevances and
+    retrieved (retrieve_all's) are parallel; extra_features(position, candidates) ->
+    [candidates, n_extra] appends columns after jobs.search.features.ALL_FEATURES. A search
+    whose query matches nothing keeps an empty slice: every metric 0, no rows to learn from.
+    """
+    from jobs.search.features import ALL_FEATURES, candidate_features
+
+    features, grades, groups, scored = [], [], [], []
+    start = 0
+    for position, (query, profile_row, relevant, (candidates, bm25)) in enumerate(
+            zip(queries, profile_rows, relevances, retrieved)):
+        if not relevant:
+            continue
+        if len(candidates):
+            block = candidate_features(query, profile_row, candidates, bm25, catalog, profiles)
+            if extra_features is not None:
+                block = np.hstack([block, extra_features(position, candidates)])
+            features.append(block)
+            grades.append(np.array([relevant.get(item, 0) for item in candidates]))
+            groups.append(len(candidates))
+        scored.append(ScoredSearch(position, slice(start, start + len(candidates)), candidates, relevant))
+        start += len(candidates)
+    width = len(ALL_FEATURES) + n_extra
+    rows = RankingRows(np.vstack(features) if features else np.zeros((0, width)),
+                       np.concatenate(grades) if grades else np.zeros(0, dtype=np.int64),
+                       np.array(groups, dtype=np.int64))
+    return rows, scored
+
+
+def learnable(rows: RankingRows) -> RankingRows:
+    """Only the groups with a relevant candidate: a group of zeros has no pair to learn from."""
+    keep_rows, keep_groups, start = [], [], 0
+    for size in rows.groups:
+        if rows.grades[start:start + size].max() > 0:
+            keep_rows.append(np.arange(start, start + size))
+            keep_groups.append(size)
+        start += size
+    kept = np.concatenate(keep_rows) if keep_rows else np.zeros(0, dtype=np.int64)
+    return RankingRows(rows.features[kept], rows.grades[kept], np.array(keep_groups, dtype=np.int64))
+
+
+def subset(rows: RankingRows, scored: list[ScoredSearch], keep) -> RankingRows:
+    """The rows of the searches whose position keep(position) accepts, in order."""
+    picked = [search.rows for search in scored if keep(search.position) and search.rows.stop > search.rows.start]
+    index = np.concatenate([np.arange(part.start, part.stop) for part in picked]) if picked else np.zeros(0, int)
+    return RankingRows(rows.features[index], rows.grades[index],
+                       np.array([part.stop - part.start for part in picked], dtype=np.int64))
+
+
 class SearchRanker:
     def __init__(self, feature_names: tuple[str, ...], booster):
         self.feature_names, self.booster = feature_names, booster
@@ -45,7 +113,7 @@ class SearchRanker:
         model = lightgbm.LGBMRanker(objective="lambdarank", learning_rate=LEARNING_RATE, n_estimators=MAX_TREES,
                                     num_leaves=NUM_LEAVES, min_child_samples=MIN_CHILD_SAMPLES, random_state=seed,
                                     n_jobs=2, verbose=-1)
-        model.fit(train.features[:, columns], train.grades, group=train.groups,
+        model.fit(train.features[:, columns], train.grades, group=train.groups, feature_name=list(feature_names),
                   eval_X=(valid.features[:, columns],), eval_y=(valid.grades,), eval_group=[valid.groups],
                   eval_at=[10],
                   callbacks=[lightgbm.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)])

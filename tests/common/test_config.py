@@ -80,7 +80,7 @@ def test_the_model_has_a_section_for_every_configured_block():
     assert FusionrecConfig.model_fields["validate_"].alias == "validate"  # BaseModel.validate is taken
     sections = [name for name, value in resolve_config(environ={}).items() if isinstance(value, dict)]
     assert sections == ["split", "source", "spark", "mlflow", "validate", "privacy", "sessionize", "clean", "denoise",
-                        "item_stats", "user_encoder", "item_encoder", "baselines", "fusion", "evaluation", "serving_store",
+                        "item_stats", "user_encoder", "item_encoder", "baselines", "fusion", "evaluation", "search", "serving_store",
                         "airflow"]
 
 

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from jobs.common.features import (
-    LOG_POPULARITY, event_gap_buckets, gap_buckets, item_feature_arrays, load_features, make_examples,
+    LOG_POPULARITY, event_gap_buckets, gap_buckets, histories_before, item_feature_arrays, load_features,
+    make_examples,
     transition_pairs, vocabulary_size, write_features,
 )
 from jobs.common.lake import partition_path
@@ -75,6 +76,17 @@ def test_example_gaps_are_the_history_events_gaps_to_their_predecessors():
     np.testing.assert_array_equal(examples.gaps, [[0, 2, 2], [0, 0, 0], [0, 0, 2], [0, 2, 2]])
     # Truncated to 2 columns, u1's test history 3 7 keeps each event's gap to its real predecessor.
     np.testing.assert_array_equal(make_examples(two_user_sequences(), SPLIT_TEST, max_len=2).gaps, [[2, 2]])
+
+
+def test_histories_before_a_second_hold_the_users_strictly_earlier_events():
+    # u1 at second 30: events at 10 and 20 (not the one at 30 itself), last 3 columns, left-padded.
+    # u2 at 100: its last 3 events (21, 31, 41 -> items 6 6 1). u1 at 5 and an unknown user: nothing.
+    history = histories_before(two_user_sequences(), ["u1", "u2", "u1", "nobody"], [30, 100, 5, 99], max_len=3)
+    np.testing.assert_array_equal(history.items, [[0, 3, 5], [6, 6, 1], [0, 0, 0], [0, 0, 0]])
+    np.testing.assert_array_equal(history.types, [[0, 1, 2], [1, 2, 3], [0, 0, 0], [0, 0, 0]])
+    # Gaps are each event's gap to its predecessor: u1's 20 - 10 = 10 s is bucket 2 (edge 10 <= 10).
+    np.testing.assert_array_equal(history.gaps[0], [0, 0, 2])
+    assert list(history.user_ids) == ["u1", "u2", "u1", "nobody"] and not history.targets.any()
 
 
 def test_histories_are_truncated_to_the_most_recent_events():

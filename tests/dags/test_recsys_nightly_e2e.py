@@ -24,7 +24,7 @@ DS = "2026-11-20"
 DAYS = 7
 RUN_CONF = {"window_days": DAYS, "user_encoder_epochs": 4, "item_encoder_epochs": 3}
 STAGE_RUNS = ("validate", "train_baselines", "train_user_encoder", "train_item_encoder", "fuse", "evaluate",
-              "register_and_gate")
+              "train_search_ranker", "register_and_gate")
 
 
 def run_dag_once():
@@ -117,6 +117,7 @@ def test_every_stage_wrote_a_non_empty_partition(pipeline):
                     schema.FEATURE_ITEMS, schema.FEATURE_SEQUENCES, schema.FEATURE_SESSIONS, schema.FEATURE_META,
                     schema.MODEL_BASELINES,
                     schema.MODEL_USER_ENCODER, schema.MODEL_ITEM_ENCODER, schema.MODEL_FUSION, schema.REPORTS,
+                    schema.MODEL_SEARCH, schema.SEARCH_REPORTS,
                     schema.RECOMMENDATIONS, *[f"{schema.VOCABULARIES}/{name}" for name in schema.VOCABULARY_NAMES]):
         path = Path(partition_path(config, dataset, DS))
         assert path.is_dir() and any(path.iterdir()), f"{dataset} has no output for {DS}"
@@ -151,6 +152,28 @@ def test_metrics_report_covers_every_model_and_fusion_level(pipeline):
         assert all(0.0 <= values[m] <= 1.0 for m in ("recall@20", "mrr@20", "ndcg@20")), name
     # The generator plants sequential habits: a sequence model must beat popularity.
     assert metrics["user_encoder"]["recall@20"] > metrics["popularity"]["recall@20"]
+
+
+def test_the_search_ranker_is_measured_against_bm25_on_the_test_days_searches_and_saved(pipeline):
+    import lightgbm
+
+    from jobs.search.lexical import LexicalIndex
+    from jobs.search.train_search_ranker import VARIANTS
+
+    config = pipeline["config"]
+    report = json.loads(Path(partition_path(config, schema.SEARCH_REPORTS, DS), "search_metrics.json").read_text())
+    assert set(VARIANTS) <= set(report) and report["setup"]["test_searches"] > 50
+    for variant in VARIANTS:
+        row = report[variant]
+        for metric in ("NDCG@10", "MRR@10", "Recall@50"):
+            low, high = row[f"{metric}_ci"]
+            assert 0.0 <= low <= row[metric] <= high <= 100.0, (variant, metric)
+        assert {"all", "head_queries", "tail_queries"} <= set(row["segments"]), variant
+    models = Path(partition_path(config, schema.MODEL_SEARCH, DS))
+    booster = lightgbm.Booster(model_file=str(models / "ranker.txt"))
+    assert booster.feature_name() == json.loads((models / "config.json").read_text())["features"]
+    index = LexicalIndex.load(str(models / "index"))
+    assert len(index.item_ids) == report["setup"]["catalog_items"]
 
 
 def test_each_training_and_evaluation_stage_logged_one_mlflow_run_per_night_with_metrics(pipeline):

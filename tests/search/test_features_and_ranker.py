@@ -4,8 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from types import SimpleNamespace
+
 from jobs.search.features import (ALL_FEATURES, CatalogSignals, UserProfiles, candidate_features,
-                                  features_for)
+                                  features_for, model_signals)
 from jobs.search.ranker import RankingRows, SearchRanker
 
 # Items 0-3: two brands x two categories; popularity shares and price z-scores by hand.
@@ -40,6 +42,20 @@ def test_candidate_features_by_hand():
                                                          profiles).T))
     assert new_user["user_history_size"][0] == 0 and np.isnan(new_user["price_gap"][0])
     assert features_for(personal=False) == ALL_FEATURES[:6]
+
+
+def test_model_signals_by_hand():
+    # A scorer over items 1-4 (column 0 padding, -inf; item 4 out of the catalog, -inf):
+    # finite scores 1, 3, 2 -> mean 2, population std sqrt(2/3); z of item 2 = (3 - 2) / 0.8165.
+    # Ranks: item 2 first, item 3 second, item 1 third. The second search has no history: nan.
+    class Scorer:
+        def score(self, items, types, gaps=None):
+            return np.tile(np.array([-np.inf, 1.0, 3.0, 2.0, -np.inf]), (len(items), 1))
+
+    histories = SimpleNamespace(items=np.array([[0, 5], [0, 0]]), types=np.array([[0, 1], [0, 0]]), gaps=None)
+    first, second = model_signals(Scorer(), histories, [np.array([2, 1]), np.array([3])])
+    np.testing.assert_allclose(first, [[1 / np.sqrt(2 / 3), 1], [-1 / np.sqrt(2 / 3), 3]])
+    assert second.shape == (1, 2) and np.isnan(second).all()
 
 
 def test_the_catalog_must_be_in_index_order():

@@ -30,3 +30,10 @@ def test_ties_are_conservative():
 def test_a_search_without_relevant_items_is_refused():
     with pytest.raises(ValueError, match="without any relevant item"):
         search_quality(np.array(["a"]), np.ones(1), {})
+
+
+def test_a_candidate_scored_minus_infinity_is_not_listed():
+    # c is a candidate of the union but not of this ranker's list: the list is a, b only, so
+    # c's relevance is missed (recall 1/2) instead of counted at rank 3.
+    quality = search_quality(np.array(["a", "b", "c"]), np.array([2.0, 1.0, -np.inf]), {"b": 1, "c": 1})
+    assert quality["Recall@50"] == 0.5 and quality["MRR@10"] == 0.5

@@ -1,0 +1,373 @@
+"""train_search_ranker: tonight's personalized search ranker, from the window's searches and models.
+
+extract    the window's denoised events (search events and the item events after them,
+           jobs/search/sessions.py), tonight's catalog text (raw/catalog), normalize's
+           item features and user sequences, tonight's user encoder and served fusion
+transform  a BM25 index over the catalog (title, category, brand); for every search of the
+           valid and test days, its candidates (the lexical top-N and the semantic top-N,
+           jobs/search/semantic.py) and their features (jobs/search/features.py): query-item,
+           item, the query-item cosine, the searcher's window history before the search, and
+           what tonight's user encoder and served fusion variant say of each candidate for the
+           last max_seq_len events of it (what they read); LightGBM LambdaRank rankers
+load       models/search/dt=<ds>/ (ranker.txt in LightGBM's own format, index/, config.json),
+           reports/search/dt=<ds>/ (search_metrics.json, search_metrics.md, importances.json),
+           and an MLflow run "train_search_ranker <ds>" with metrics search.<variant>.<metric>
+
+The rankers are fitted on the valid day's searches and early-stopped on a held-out part of
+its users (search.holdout_fraction); they are measured on the test day. Not the train days:
+the user encoder and the fusion members were fitted on those, so their scores of a train-day
+search's results would be in-sample and a ranker fitted there would learn to trust them more
+than they deserve on a new night (the fusers are fitted on the valid day for the same reason).
+The earlier days still count each query's searches (head / tail queries).
+
+Variants, all over the same candidates:
+  bm25              the lexical index's own list, in its order
+  embedding         the semantic retriever's list (cosine order)
+  hybrid            query-item, item and cosine features, nothing about the person
+  personal_history  + the searcher's history features
+  personalized      + tonight's recommendation models (the night's search ranker)
+Metrics per test search (jobs/search/quality.py), in %, with bootstrap intervals resampling
+users (config evaluation), overall and for new / returning users and head / tail queries.
+
+A night whose valid or test day has no usable search (a source without search events,
+privacy.query_text: drop) writes a report that says so and trains nothing: the
+recommendations do not depend on search.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import os
+
+import numpy as np
+import pandas as pd
+
+from jobs.common import schema
+from jobs.common.night import Night
+from jobs.search.features import (ALL_FEATURES, ITEM_FEATURES, MODEL_FEATURES, NIGHTLY_FEATURES, QUERY_ITEM_FEATURES,
+                                  SEMANTIC_FEATURES, CatalogSignals, UserProfiles, model_signals)
+from jobs.search.quality import METRICS, per_search_metrics, summarize
+
+VARIANT_FEATURES = {
+    "hybrid": QUERY_ITEM_FEATURES + ITEM_FEATURES + SEMANTIC_FEATURES,
+    "personal_history": ALL_FEATURES + SEMANTIC_FEATURES,
+    "personalized": NIGHTLY_FEATURES,
+}
+SERVED_VARIANT = "personalized"
+VARIANTS = ("bm25", "embedding", *VARIANT_FEATURES)
+METRICS_FILE, MARKDOWN_FILE, IMPORTANCES_FILE = "search_metrics.json", "search_metrics.md", "importances.json"
+RANKER_FILE, CONFIG_FILE, INDEX_DIR = "ranker.txt", "config.json", "index"
+# A searcher's profile reads at most this many of their latest events (a window of 14 days
+# holds about 140 for the demo's users): bounds memory at [searches, PROFILE_MAX_EVENTS].
+PROFILE_MAX_EVENTS = 500
+EVENT_COLUMNS = (schema.USER_ID, schema.SESSION_ID, schema.EVENT_TIME, schema.EVENT_TYPE, schema.ITEM_ID,
+                 schema.QUERY)
+
+
+def run(night: Night) -> dict:
+    from jobs.common.features import load_features
+    from jobs.common.lake import partition_path
+
+    config, ds = night.config, night.ds
+    features = load_features(config, ds)
+    meta = features.meta
+    searches, interactions = search_log(config, meta["train_dates"] + meta["valid_dates"] + meta["test_dates"])
+    searches["day"] = pd.to_datetime(searches["time"], unit="s", utc=True).dt.strftime("%Y-%m-%d")
+    valid = searches[searches["day"].isin(meta["valid_dates"])]
+    test = searches[searches["day"].isin(meta["test_dates"])]
+    report_dir = partition_path(config, schema.SEARCH_REPORTS, ds)
+    if len(valid) < config["search"]["min_fit_searches"] or test.empty:
+        reason = (f"{len(valid)} valid-day and {len(test)} test-day searches with query text and a following item "
+                  f"event (at least search.min_fit_searches={config['search']['min_fit_searches']} and 1 needed)")
+        write_report(report_dir, {"skipped": reason}, ds)
+        print(f"train_search_ranker {ds}: no search ranker tonight: {reason} → {report_dir}")
+        return {"path": report_dir, "skipped": reason}
+
+    catalog = night_catalog(config, ds, features.items)
+    built = build_rows(config, ds, features, catalog, pd.concat([valid, test]), interactions)
+    valid_part = built.positions_where(lambda row: row < len(valid))
+    holdout = holdout_of(valid, config)
+    fit = built.rows_of([position for position in valid_part if not holdout[position]])
+    stop = built.rows_of([position for position in valid_part if holdout[position]])
+    rankers = fit_rankers(fit, stop, config["seed"])
+    tested = [search for search in built.scored if search.position >= len(valid)]
+    test_rows = built.rows_of([search.position for search in tested])
+    report = evaluate(config, rankers, test_rows, tested, built, searches[~searches["day"].isin(meta["test_dates"])])
+    report["setup"] = {"catalog_items": len(catalog.item_ids), "valid_searches": int(len(valid)),
+                       "fit_searches": int(fit.groups.size), "early_stopping_searches": int(stop.groups.size),
+                       "test_searches": int(len(test)), "candidates": config["search"]["candidates"],
+                       "semantic_candidates": config["search"]["semantic_candidates"],
+                       "recommender": built.recommender, "trees": {name: r.trees for name, r in rankers.items()}}
+    importances = rankers[SERVED_VARIANT].importances()
+    save_models(config, ds, built.index, rankers[SERVED_VARIANT], report["setup"])
+    write_report(report_dir, report, ds, importances)
+    log_to_mlflow(config, ds, report, report_dir)
+    best = report[SERVED_VARIANT]
+    print(f"train_search_ranker {ds}: {len(tested)} test searches; NDCG@10 bm25 {report['bm25']['NDCG@10']:.2f}, "
+          f"{SERVED_VARIANT} {best['NDCG@10']:.2f} [{best['NDCG@10_ci'][0]:.2f}, {best['NDCG@10_ci'][1]:.2f}] "
+          f"→ {report_dir}")
+    return {"path": report_dir, "test_searches": len(tested), "ndcg_at_10": best["NDCG@10"]}
+
+
+# --- extract ---------------------------------------------------------------------------------
+
+def search_log(config: dict, dates: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(searches, interactions) of the dates' denoised events (jobs/search/sessions.py)."""
+    from jobs.common.lake import partition_path
+    from jobs.search.sessions import search_sessions
+
+    frames = []
+    for day in dates:
+        folder = partition_path(config, schema.DENOISED_EVENTS, day)
+        if os.path.isdir(folder):
+            frames.append(pd.read_parquet(folder, columns=list(EVENT_COLUMNS)))
+    events = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(EVENT_COLUMNS))
+    times = pd.to_datetime(events[schema.EVENT_TIME], utc=True)
+    events[schema.EVENT_TIME] = (times - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+    return search_sessions(events)
+
+
+class NightCatalog:
+    """Tonight's catalog in index order: position p is item_idx item_idx[p]."""
+
+    def __init__(self, item_ids: list[str], item_idx: np.ndarray, documents: list[str], signals: CatalogSignals):
+        self.item_ids, self.item_idx, self.documents, self.signals = item_ids, item_idx, documents, signals
+        self.position_of_id = {item: position for position, item in enumerate(item_ids)}
+        self.position_of_idx = np.full(int(item_idx.max(initial=0)) + 1, -1, dtype=np.int64)
+        self.position_of_idx[item_idx] = np.arange(len(item_idx))
+
+
+def night_catalog(config: dict, ds: str, items: pd.DataFrame) -> NightCatalog:
+    """Tonight's catalog items with their text (raw/catalog/dt=<ds>) and normalize's features."""
+    from jobs.search.lexical import item_document
+
+    text = catalog_text(config, ds)
+    listed = items[items[schema.IN_CATALOG]].sort_values(schema.ITEM_IDX, ignore_index=True)
+    fields = [text.get(item, {}) for item in listed[schema.ITEM_ID]]
+    documents = [item_document(f.get(schema.TITLE), f.get(schema.CATEGORY), f.get(schema.BRAND)) for f in fields]
+    counts = listed[schema.POPULARITY].fillna(0).to_numpy(dtype=np.float64) + 1.0  # add-one: never log(0)
+    frame = pd.DataFrame({"item": np.arange(len(listed)), "brand_id": listed[schema.BRAND_IDX].to_numpy(),
+                          "category_id": listed[schema.CATEGORY_IDX].to_numpy(),
+                          "brand": [f.get(schema.BRAND) or "" for f in fields],
+                          "price_z": listed[schema.PRICE_Z].fillna(0.0).to_numpy(dtype=np.float64),
+                          "popularity": counts / counts.sum()})
+    return NightCatalog(listed[schema.ITEM_ID].astype(str).tolist(), listed[schema.ITEM_IDX].to_numpy(dtype=np.int64),
+                        documents, CatalogSignals.from_catalog(frame, documents))
+
+
+def catalog_text(config: dict, ds: str) -> dict[str, dict]:
+    """{item_id: the catalog line's fields} of raw/catalog/dt=<ds> (normalize has validated it)."""
+    from jobs.common.lake import partition_path
+
+    folder = partition_path(config, schema.RAW_CATALOG, ds)
+    text = {}
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".jsonl.gz"):
+            with gzip.open(os.path.join(folder, name), "rt", encoding="utf-8") as lines:
+                for line in lines:
+                    record = json.loads(line)
+                    text[str(record[schema.ITEM_ID])] = {key: None if value is None else str(value)
+                                                         for key, value in record.items()}
+    return text
+
+
+# --- transform -------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class BuiltRows:
+    """Every search's candidates and features, and where each search's rows are."""
+    rows: object  # jobs.search.ranker.RankingRows
+    scored: list  # jobs.search.ranker.ScoredSearch of the searches with a relevant item
+    searches: pd.DataFrame  # in position order
+    has_history: np.ndarray  # per search position: the searcher had events before it
+    index: object  # the LexicalIndex the candidates came from
+    recommender: str  # the fusion variant whose scores are features
+
+    def positions_where(self, keep) -> list[int]:
+        return [search.position for search in self.scored if keep(search.position)]
+
+    def rows_of(self, positions):
+        from jobs.search.ranker import subset
+
+        wanted = set(positions)
+        return subset(self.rows, self.scored, lambda position: position in wanted)
+
+
+def build_rows(config: dict, ds: str, features, catalog: NightCatalog, searches: pd.DataFrame,
+               interactions: pd.DataFrame) -> BuiltRows:
+    """Candidates (BM25 top-N) and NIGHTLY_FEATURES of every search, in the order given."""
+    from jobs.common.features import histories_before
+    from jobs.search.lexical import LexicalIndex
+    from jobs.search.ranker import candidate_rows
+    from jobs.search.semantic import union_candidates
+    from jobs.serving.night_models import load_all_scorers, night_model_dirs
+    from jobs.serving.register_and_gate import choose_variant
+
+    searches = searches.reset_index(drop=True)
+    settings = config["search"]
+    index = LexicalIndex.build(catalog.item_ids, catalog.documents)
+    semantic = semantic_index(config, ds, catalog) if settings["semantic_candidates"] else None
+    retrieved, cosines = union_candidates(index, semantic, searches[schema.QUERY], settings["candidates"],
+                                          settings["semantic_candidates"])
+    histories = histories_before(features.sequences, searches[schema.USER_ID], searches["time"], config["max_seq_len"])
+    profiles = search_profiles(features.sequences, searches, catalog)
+
+    recommender = choose_variant(config, ds)
+    scorers = load_all_scorers(night_model_dirs(config, ds), features.items, features.n_items)
+    candidate_idx = [catalog.item_idx[candidates] for candidates, _ in retrieved]
+    signals = [model_signals(scorers[name], histories, candidate_idx) for name in ("user_encoder", recommender)]
+
+    relevance = {search: {catalog.position_of_id.get(item, item): grade for item, grade in zip(group[schema.ITEM_ID],
+                                                                                                group["grade"])}
+                 for search, group in interactions.groupby("search_id")}
+    rows, scored = candidate_rows(searches[schema.QUERY], np.arange(len(searches)),
+                                  [relevance.get(search) for search in searches["search_id"]], retrieved,
+                                  catalog.signals, profiles,
+                                  extra_features=lambda position, _: np.column_stack(
+                                      [cosines[position], *[s[position] for s in signals]]),
+                                  n_extra=len(SEMANTIC_FEATURES) + len(MODEL_FEATURES))
+    return BuiltRows(rows, scored, searches, histories.items.any(axis=1), index, recommender)
+
+
+def search_profiles(sequences: pd.DataFrame, searches: pd.DataFrame, catalog: NightCatalog) -> UserProfiles:
+    """The personal features' profiles, one per search (its row): everything its user did in the
+    window before it (up to PROFILE_MAX_EVENTS, the latest), not only what the encoders read."""
+    from jobs.common.features import histories_before
+
+    before = histories_before(sequences, searches[schema.USER_ID], searches["time"], PROFILE_MAX_EVENTS)
+    row, column = np.nonzero(before.items)
+    item_idx = before.items[row, column]
+    positions = np.full(len(item_idx), -1, dtype=np.int64)
+    known = item_idx < len(catalog.position_of_idx)
+    positions[known] = catalog.position_of_idx[item_idx[known]]  # -1: the item left the catalog
+    history = pd.DataFrame({"user": row[positions >= 0], "item": positions[positions >= 0]})
+    return UserProfiles.from_history(history, catalog.signals, len(searches))
+
+
+def semantic_index(config: dict, ds: str, catalog: NightCatalog):
+    """The item encoder's space over tonight's catalog (jobs/search/semantic.py)."""
+    from jobs.common.lake import existing_partitions, partition_path
+    from jobs.search.semantic import load_semantic_index
+
+    dataset = f"{schema.VOCABULARIES}/title_token"
+    stored = [day for day in existing_partitions(config, dataset) if day <= ds]
+    if not stored:
+        raise FileNotFoundError(f"no title-token vocabulary at or before {ds} under {partition_path(config, dataset, ds)}: "
+                                "has normalize_features run for this night?")
+    vocabulary = pd.read_parquet(partition_path(config, dataset, stored[-1]))
+    return load_semantic_index(partition_path(config, schema.MODEL_ITEM_ENCODER, ds), vocabulary, catalog.item_idx)
+
+
+def holdout_of(valid: pd.DataFrame, config: dict) -> np.ndarray:
+    from jobs.fusion.fuse import holdout_mask
+
+    return holdout_mask(valid[schema.USER_ID].to_numpy(), config["search"]["holdout_fraction"], config["seed"],
+                        "search", "fit the search rankers")
+
+
+def fit_rankers(fit, stop, seed: int) -> dict:
+    from jobs.search.ranker import SearchRanker, learnable
+
+    fit, stop = learnable(fit), learnable(stop)
+    if not fit.groups.size or not stop.groups.size:
+        raise ValueError(f"{fit.groups.size} fitting and {stop.groups.size} early-stopping searches have a "
+                         f"relevant candidate: the rankers need both")
+    return {variant: SearchRanker.fit(fit, stop, names, [NIGHTLY_FEATURES.index(name) for name in names], seed=seed)
+            for variant, names in VARIANT_FEATURES.items()}
+
+
+def evaluate(config: dict, rankers: dict, test_rows, tested: list, built: BuiltRows, earlier: pd.DataFrame) -> dict:
+    """{variant: {metric, metric_ci, searches, segments: {segment: the same}}} on the test searches."""
+    settings = config["evaluation"]
+    bm25_rank = test_rows.features[:, NIGHTLY_FEATURES.index("bm25_rank")]
+    lexical = test_rows.features[:, NIGHTLY_FEATURES.index("bm25")] > 0
+    # BM25 as the shop would show it: its own list in its own order (equal scores keep index
+    # order); the semantic retriever's extra candidates are not in it.
+    scores = {"bm25": np.where(lexical, -bm25_rank, -np.inf),
+              "embedding": test_rows.features[:, NIGHTLY_FEATURES.index("embedding_cosine")]}
+    for variant, ranker in rankers.items():
+        scores[variant] = ranker.score(test_rows.features[:, [NIGHTLY_FEATURES.index(n) for n in ranker.feature_names]])
+    # Scores are per test row; each tested search's rows are renumbered from 0 in test_rows.
+    offsets = np.cumsum([0] + [search.rows.stop - search.rows.start for search in tested])
+    local = [dataclasses.replace(search, rows=slice(int(offsets[i]), int(offsets[i + 1])))
+             for i, search in enumerate(tested)]
+    positions = [search.position for search in tested]
+    rows = built.searches.iloc[positions]
+    users = rows[schema.USER_ID].astype(str).to_numpy()
+    returning = built.has_history[positions]
+    query_counts = earlier[schema.QUERY].value_counts()
+    head = rows[schema.QUERY].map(lambda query: query_counts.get(query, 0)).to_numpy() >= \
+        config["search"]["head_query_min_searches"]
+    segments = {"all": np.ones(len(tested), dtype=bool), "returning_users": returning, "new_users": ~returning,
+                "head_queries": head, "tail_queries": ~head}
+    report = {}
+    for variant in VARIANTS:
+        contributions = per_search_metrics(scores[variant], local)
+        by_segment = {segment: summarize(contributions, users, mask, settings["bootstrap_resamples"],
+                                         settings["confidence"], config["seed"])
+                      for segment, mask in segments.items() if mask.any()}
+        report[variant] = {**by_segment["all"], "segments": by_segment}
+    return report
+
+
+# --- load ------------------------------------------------------------------------------------
+
+def save_models(config: dict, ds: str, index, ranker, setup: dict) -> str:
+    from jobs.common.lake import partition_path, replace_partition
+
+    folder = partition_path(config, schema.MODEL_SEARCH, ds)
+    with replace_partition(folder) as staging:
+        ranker.booster.save_model(os.path.join(staging, RANKER_FILE), num_iteration=ranker.trees)
+        index.save(os.path.join(staging, INDEX_DIR))
+        with open(os.path.join(staging, CONFIG_FILE), "w") as handle:
+            json.dump({"variant": SERVED_VARIANT, "features": list(ranker.feature_names),
+                       "search": config["search"], "max_seq_len": config["max_seq_len"], **setup}, handle, indent=2)
+    return folder
+
+
+def write_report(folder: str, report: dict, ds: str, importances: dict | None = None) -> None:
+    from jobs.common.lake import replace_partition
+
+    with replace_partition(folder) as staging:
+        with open(os.path.join(staging, METRICS_FILE), "w") as handle:
+            json.dump(report, handle, indent=2)
+        with open(os.path.join(staging, MARKDOWN_FILE), "w") as handle:
+            handle.write(markdown_table(report, ds))
+        if importances is not None:
+            with open(os.path.join(staging, IMPORTANCES_FILE), "w") as handle:
+                json.dump(importances, handle, indent=2)
+
+
+def markdown_table(report: dict, ds: str) -> str:
+    if "skipped" in report:
+        return f"No search ranker for night {ds}: {report['skipped']}.\n"
+    lines = [f"Search on the test day of night {ds}: {report['bm25']['searches']} searches, "
+             f"top-{report['setup']['candidates']} BM25 candidates, 95% intervals by user.", "",
+             "| variant | segment | searches | " + " | ".join(METRICS) + " |",
+             "|---|---|---:|" + "---:|" * len(METRICS)]
+    for variant in VARIANTS:
+        for segment, row in report[variant]["segments"].items():
+            cells = [f"{row[name]:.2f} [{row[name + '_ci'][0]:.2f}, {row[name + '_ci'][1]:.2f}]" for name in METRICS]
+            lines.append(f"| {variant} | {segment} | {row['searches']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def log_to_mlflow(config: dict, ds: str, report: dict, report_dir: str) -> None:
+    import mlflow
+
+    from jobs.common.tracking import stage_run
+    from jobs.evaluation.metrics import mlflow_metric_key
+
+    with stage_run(config, "train_search_ranker", ds):
+        for variant in VARIANTS:
+            for segment, row in report[variant]["segments"].items():
+                prefix = f"search.{variant}" if segment == "all" else f"search.{variant}.{segment}"
+                metrics = {mlflow_metric_key(prefix, name): row[name] for name in METRICS}
+                metrics.update({mlflow_metric_key(prefix, name) + ".ci_low": row[name + "_ci"][0] for name in METRICS})
+                metrics.update({mlflow_metric_key(prefix, name) + ".ci_high": row[name + "_ci"][1] for name in METRICS})
+                mlflow.log_metrics(metrics)
+        mlflow.log_metric("search.test_searches", report["bm25"]["searches"])
+        for name in (METRICS_FILE, MARKDOWN_FILE, IMPORTANCES_FILE):
+            mlflow.log_artifact(os.path.join(report_dir, name))
