@@ -40,8 +40,9 @@ $(VENV)/.installed: requirements.txt constraints.txt
 demo: venv
 	$(PY) -m devtools.demo --date $(DATE) --scale $(SCALE) --days $(DAYS) $(if $(INPUT),--input $(INPUT)) $(if $(CONF),--conf '$(CONF)')
 
+# Two workers on the two cores, one test file at a time each (tests/conftest.py says why).
 test: venv
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 ui: venv
 	$(PY) -m devtools.ui
