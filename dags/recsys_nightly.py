@@ -29,7 +29,8 @@ _ETL, _TRAIN = dt.timedelta(hours=1), dt.timedelta(hours=3)
 STAGE_TIMEOUTS = {
     "ingest": _ETL, "validate": _ETL, "clean": _ETL, "denoise": _ETL, "normalize_features": _ETL,
     "train_baselines": _ETL, "train_user_encoder": _TRAIN, "train_item_encoder": _TRAIN, "fuse": _TRAIN,
-    "evaluate": _ETL, "train_search_ranker": _ETL, "register_and_gate": _ETL, "batch_recommend": _ETL, "publish_serving": _ETL,
+    "evaluate": _ETL, "train_search_ranker": _ETL,
+    "register_search_ranker": _ETL, "register_and_gate": _ETL, "batch_recommend": _ETL, "publish_serving": _ETL,
 }
 DEFAULT_STAGE_TIMEOUT = _ETL  # a stage added to jobs/pipeline.py without an entry above
 # Retries and the landing wait: config section airflow (FUSIONREC_CONFIG; no heavy import).

@@ -78,7 +78,10 @@ def print_results(config: dict, ds: str) -> None:
     print(markdown_table(at_primary_k, primary, n_examples, ds))
     print(f"full report (every cutoff, 95% intervals, coverage, segments): {report_dir}/metrics.md, "
           "metrics.json, metrics_detail.json")
-    print(registry_summary(config))
+    print(registry_summary(config, config["mlflow"]["registered_model"]))
+    search_report = Path(partition_path(config, schema.SEARCH_REPORTS, ds))
+    print(f"search: {search_report}/search_metrics.md; "
+          + registry_summary(config, config["mlflow"]["registered_search_model"]))
     recommendations = partition_path(config, schema.RECOMMENDATIONS, ds)
     print(f"top-{config['top_k']} recommendations: {recommendations}")
     print(f"lake: {config['lake_root']}   MLflow: {config['mlflow']['tracking_uri']}")
@@ -87,14 +90,13 @@ def print_results(config: dict, ds: str) -> None:
           " MLflow on http://127.0.0.1:5000")
 
 
-def registry_summary(config: dict) -> str:
-    """One line on the newest registered version and the aliases it got from the gate."""
+def registry_summary(config: dict, name: str) -> str:
+    """One line on the newest registered version of model name and the aliases it got from the gate."""
     from mlflow import MlflowClient
 
     from jobs.common.tracking import configure_mlflow
 
     configure_mlflow(config)
-    name = config["mlflow"]["registered_model"]
     client = MlflowClient()
     versions = client.search_model_versions(f"name = '{name}'")
     if not versions:

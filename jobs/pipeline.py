@@ -52,6 +52,7 @@ STAGES = (
     Stage("fuse", trains=True),  # feature-level fusion trains a Keras model
     Stage("evaluate"),
     Stage("train_search_ranker"),  # the search ranker uses tonight's encoder and served fusion
+    Stage("register_search_ranker"),  # its own registered model and champion / challenger gate
     Stage("register_and_gate"),
     Stage("batch_recommend"),
     Stage("publish_serving"),  # into the shop's stores (serving_store.targets), switched atomically
@@ -87,6 +88,8 @@ def stage_module(name: str) -> ModuleType:
         from jobs.evaluation import evaluate as module
     elif name == "train_search_ranker":
         from jobs.search import train_search_ranker as module
+    elif name == "register_search_ranker":
+        from jobs.serving import register_search_ranker as module
     elif name == "register_and_gate":
         from jobs.serving import register_and_gate as module
     elif name == "batch_recommend":

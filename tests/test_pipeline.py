@@ -17,7 +17,7 @@ from jobs.common.night import ManifestMissingError, Night, read_manifest, start_
 REPO = Path(__file__).resolve().parents[1]
 DS = "2026-11-27"
 KNOWN = ("known: ingest, validate, clean, denoise, normalize_features, train_baselines, train_user_encoder, "
-         "train_item_encoder, fuse, evaluate, train_search_ranker, register_and_gate, batch_recommend, publish_serving")
+         "train_item_encoder, fuse, evaluate, train_search_ranker, register_search_ranker, register_and_gate, batch_recommend, publish_serving")
 
 
 @pytest.fixture()

@@ -99,6 +99,7 @@ class MlflowConfig(Section):
     artifact_root: str | None = None  # default: <home>/mlflow/artifacts
     experiment: str = "fusionrec-nightly"
     registered_model: str = "fusionrec-fused"
+    registered_search_model: str = "fusionrec-search"  # the search ranker (register_search_ranker)
     primary_metric: str = "ndcg@20"
 
 

@@ -46,8 +46,10 @@ import pandas as pd
 
 from jobs.common import schema
 from jobs.common.night import Night
+from jobs.search.engine import (CATALOG_FILE, CONFIG_FILE, INDEX_DIR, RANKER_FILE, VOCABULARY_FILE, SearchCatalog,
+                                profiles_of)
 from jobs.search.features import (ALL_FEATURES, ITEM_FEATURES, MODEL_FEATURES, NIGHTLY_FEATURES, QUERY_ITEM_FEATURES,
-                                  SEMANTIC_FEATURES, CatalogSignals, UserProfiles, model_signals)
+                                  SEMANTIC_FEATURES, UserProfiles, model_signals)
 from jobs.search.quality import METRICS, per_search_metrics, summarize
 
 VARIANT_FEATURES = {
@@ -58,7 +60,6 @@ VARIANT_FEATURES = {
 SERVED_VARIANT = "personalized"
 VARIANTS = ("bm25", "embedding", *VARIANT_FEATURES)
 METRICS_FILE, MARKDOWN_FILE, IMPORTANCES_FILE = "search_metrics.json", "search_metrics.md", "importances.json"
-RANKER_FILE, CONFIG_FILE, INDEX_DIR = "ranker.txt", "config.json", "index"
 # A searcher's profile reads at most this many of their latest events (a window of 14 days
 # holds about 140 for the demo's users): bounds memory at [searches, PROFILE_MAX_EVENTS].
 PROFILE_MAX_EVENTS = 500
@@ -101,7 +102,7 @@ def run(night: Night) -> dict:
                        "semantic_candidates": config["search"]["semantic_candidates"],
                        "recommender": built.recommender, "trees": {name: r.trees for name, r in rankers.items()}}
     importances = rankers[SERVED_VARIANT].importances()
-    save_models(config, ds, built.index, rankers[SERVED_VARIANT], report["setup"])
+    save_models(config, ds, catalog, built.index, rankers[SERVED_VARIANT], report["setup"])
     write_report(report_dir, report, ds, importances)
     log_to_mlflow(config, ds, report, report_dir)
     best = report[SERVED_VARIANT]
@@ -129,17 +130,7 @@ def search_log(config: dict, dates: list[str]) -> tuple[pd.DataFrame, pd.DataFra
     return search_sessions(events)
 
 
-class NightCatalog:
-    """Tonight's catalog in index order: position p is item_idx item_idx[p]."""
-
-    def __init__(self, item_ids: list[str], item_idx: np.ndarray, documents: list[str], signals: CatalogSignals):
-        self.item_ids, self.item_idx, self.documents, self.signals = item_ids, item_idx, documents, signals
-        self.position_of_id = {item: position for position, item in enumerate(item_ids)}
-        self.position_of_idx = np.full(int(item_idx.max(initial=0)) + 1, -1, dtype=np.int64)
-        self.position_of_idx[item_idx] = np.arange(len(item_idx))
-
-
-def night_catalog(config: dict, ds: str, items: pd.DataFrame) -> NightCatalog:
+def night_catalog(config: dict, ds: str, items: pd.DataFrame) -> SearchCatalog:
     """Tonight's catalog items with their text (raw/catalog/dt=<ds>) and normalize's features."""
     from jobs.search.lexical import item_document
 
@@ -148,13 +139,13 @@ def night_catalog(config: dict, ds: str, items: pd.DataFrame) -> NightCatalog:
     fields = [text.get(item, {}) for item in listed[schema.ITEM_ID]]
     documents = [item_document(f.get(schema.TITLE), f.get(schema.CATEGORY), f.get(schema.BRAND)) for f in fields]
     counts = listed[schema.POPULARITY].fillna(0).to_numpy(dtype=np.float64) + 1.0  # add-one: never log(0)
-    frame = pd.DataFrame({"item": np.arange(len(listed)), "brand_id": listed[schema.BRAND_IDX].to_numpy(),
-                          "category_id": listed[schema.CATEGORY_IDX].to_numpy(),
-                          "brand": [f.get(schema.BRAND) or "" for f in fields],
-                          "price_z": listed[schema.PRICE_Z].fillna(0.0).to_numpy(dtype=np.float64),
-                          "popularity": counts / counts.sum()})
-    return NightCatalog(listed[schema.ITEM_ID].astype(str).tolist(), listed[schema.ITEM_IDX].to_numpy(dtype=np.int64),
-                        documents, CatalogSignals.from_catalog(frame, documents))
+    return SearchCatalog(pd.DataFrame({
+        "item": np.arange(len(listed)), "item_id": listed[schema.ITEM_ID].astype(str).to_numpy(),
+        "item_idx": listed[schema.ITEM_IDX].to_numpy(dtype=np.int64),
+        "brand_id": listed[schema.BRAND_IDX].to_numpy(), "category_id": listed[schema.CATEGORY_IDX].to_numpy(),
+        "brand": [f.get(schema.BRAND) or "" for f in fields],
+        "price_z": listed[schema.PRICE_Z].fillna(0.0).to_numpy(dtype=np.float64),
+        "popularity": counts / counts.sum(), "document": documents}))
 
 
 def catalog_text(config: dict, ds: str) -> dict[str, dict]:
@@ -195,7 +186,7 @@ class BuiltRows:
         return subset(self.rows, self.scored, lambda position: position in wanted)
 
 
-def build_rows(config: dict, ds: str, features, catalog: NightCatalog, searches: pd.DataFrame,
+def build_rows(config: dict, ds: str, features, catalog: SearchCatalog, searches: pd.DataFrame,
                interactions: pd.DataFrame) -> BuiltRows:
     """Candidates (BM25 top-N) and NIGHTLY_FEATURES of every search, in the order given."""
     from jobs.common.features import histories_before
@@ -231,33 +222,35 @@ def build_rows(config: dict, ds: str, features, catalog: NightCatalog, searches:
     return BuiltRows(rows, scored, searches, histories.items.any(axis=1), index, recommender)
 
 
-def search_profiles(sequences: pd.DataFrame, searches: pd.DataFrame, catalog: NightCatalog) -> UserProfiles:
+def search_profiles(sequences: pd.DataFrame, searches: pd.DataFrame, catalog: SearchCatalog) -> UserProfiles:
     """The personal features' profiles, one per search (its row): everything its user did in the
     window before it (up to PROFILE_MAX_EVENTS, the latest), not only what the encoders read."""
     from jobs.common.features import histories_before
 
-    before = histories_before(sequences, searches[schema.USER_ID], searches["time"], PROFILE_MAX_EVENTS)
-    row, column = np.nonzero(before.items)
-    item_idx = before.items[row, column]
-    positions = np.full(len(item_idx), -1, dtype=np.int64)
-    known = item_idx < len(catalog.position_of_idx)
-    positions[known] = catalog.position_of_idx[item_idx[known]]  # -1: the item left the catalog
-    history = pd.DataFrame({"user": row[positions >= 0], "item": positions[positions >= 0]})
-    return UserProfiles.from_history(history, catalog.signals, len(searches))
+    return profiles_of(histories_before(sequences, searches[schema.USER_ID], searches["time"], PROFILE_MAX_EVENTS).items,
+                       catalog)
 
 
-def semantic_index(config: dict, ds: str, catalog: NightCatalog):
+def semantic_index(config: dict, ds: str, catalog: SearchCatalog):
     """The item encoder's space over tonight's catalog (jobs/search/semantic.py)."""
-    from jobs.common.lake import existing_partitions, partition_path
+    from jobs.common.lake import partition_path
     from jobs.search.semantic import load_semantic_index
+
+    return load_semantic_index(partition_path(config, schema.MODEL_ITEM_ENCODER, ds), title_vocabulary(config, ds),
+                               catalog.item_idx)
+
+
+def title_vocabulary(config: dict, ds: str) -> pd.DataFrame:
+    """The title-token vocabulary table the night's item encoder read (the latest at or before ds)."""
+    from jobs.common.lake import existing_partitions, partition_path
 
     dataset = f"{schema.VOCABULARIES}/title_token"
     stored = [day for day in existing_partitions(config, dataset) if day <= ds]
     if not stored:
         raise FileNotFoundError(f"no title-token vocabulary at or before {ds} under {partition_path(config, dataset, ds)}: "
                                 "has normalize_features run for this night?")
-    vocabulary = pd.read_parquet(partition_path(config, dataset, stored[-1]))
-    return load_semantic_index(partition_path(config, schema.MODEL_ITEM_ENCODER, ds), vocabulary, catalog.item_idx)
+    return pd.read_parquet(partition_path(config, dataset, stored[-1]), columns=[schema.VOCABULARY_VALUE,
+                                                                                 schema.VOCABULARY_ID])
 
 
 def holdout_of(valid: pd.DataFrame, config: dict) -> np.ndarray:
@@ -314,13 +307,16 @@ def evaluate(config: dict, rankers: dict, test_rows, tested: list, built: BuiltR
 
 # --- load ------------------------------------------------------------------------------------
 
-def save_models(config: dict, ds: str, index, ranker, setup: dict) -> str:
+def save_models(config: dict, ds: str, catalog: SearchCatalog, index, ranker, setup: dict) -> str:
+    """Everything a request needs besides the night's recommendation models (jobs/search/engine.py)."""
     from jobs.common.lake import partition_path, replace_partition
 
     folder = partition_path(config, schema.MODEL_SEARCH, ds)
     with replace_partition(folder) as staging:
         ranker.booster.save_model(os.path.join(staging, RANKER_FILE), num_iteration=ranker.trees)
         index.save(os.path.join(staging, INDEX_DIR))
+        catalog.frame.to_parquet(os.path.join(staging, CATALOG_FILE), index=False)
+        title_vocabulary(config, ds).to_parquet(os.path.join(staging, VOCABULARY_FILE), index=False)
         with open(os.path.join(staging, CONFIG_FILE), "w") as handle:
             json.dump({"variant": SERVED_VARIANT, "features": list(ranker.feature_names),
                        "search": config["search"], "max_seq_len": config["max_seq_len"], **setup}, handle, indent=2)

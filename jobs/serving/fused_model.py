@@ -54,13 +54,7 @@ class Recommender:
 
     @classmethod
     def from_bundle(cls, bundle: dict[str, str]) -> "Recommender":
-        with open(bundle["serving"]) as handle:
-            settings = json.load(handle)
-        items = pd.read_parquet(bundle["items"]).sort_values(schema.ITEM_IDX)
-        n_items = int(items[schema.ITEM_IDX].max())
-        scorers = load_all_scorers({part: bundle[part] for part in MODEL_PARTS}, items, n_items)
-        item_ids = np.empty(n_items + 1, dtype=object)
-        item_ids[items[schema.ITEM_IDX].to_numpy()] = items[schema.ITEM_ID].to_numpy()
+        settings, scorers, item_ids = load_bundle(bundle)
         return cls(scorers[settings["variant"]], item_ids, settings["max_seq_len"])
 
     def encode(self, histories, event_types=None, timestamps=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -133,6 +127,18 @@ class FusedRecommenderModel(PythonModel):
         ids, scores = self.recommender.recommend(list(model_input["history"]), k, event_types, exclude,
                                                  timestamps=timestamps)
         return pd.DataFrame({"item_ids": ids, "scores": scores})
+
+
+def load_bundle(bundle: dict[str, str]) -> tuple[dict, dict, np.ndarray]:
+    """(serving.json's settings, every scorer of the night by name, raw item id per item index)."""
+    with open(bundle["serving"]) as handle:
+        settings = json.load(handle)
+    items = pd.read_parquet(bundle["items"]).sort_values(schema.ITEM_IDX)
+    n_items = int(items[schema.ITEM_IDX].max())
+    scorers = load_all_scorers({part: bundle[part] for part in MODEL_PARTS}, items, n_items)
+    item_ids = np.empty(n_items + 1, dtype=object)
+    item_ids[items[schema.ITEM_IDX].to_numpy()] = items[schema.ITEM_ID].to_numpy()
+    return settings, scorers, item_ids
 
 
 def history_gap_buckets(history, timestamps) -> np.ndarray | None:

@@ -112,32 +112,38 @@ def score_model(model_uri: str, requests, targets, k: int) -> dict:
     return topk_metrics([list(ids) for ids in predictions["item_ids"]], targets, k)
 
 
-def log_bundle(config: dict, ds: str, variant: str, input_example) -> str:
+def log_bundle(config: dict, ds: str, variant: str, input_example, python_model=None, signature=None,
+               extra_artifacts: dict | None = None) -> str:
     """Log the pyfunc bundle in the current run; return its model URI.
 
-    The model's code is the closure of the pyfunc's module only (MLflow copies each code
-    path whole into the model's code/ folder and puts that folder first on sys.path when
-    loading), so a copy of just those files, in a jobs/ tree of their own, is logged.
+    The bundle is the night's models, items table and serving.json, plus extra_artifacts;
+    python_model (default the fused recommender) answers. The model's code is the closure
+    of the pyfunc's module only (MLflow copies each code path whole into the model's code/
+    folder and puts that folder first on sys.path when loading), so a copy of just those
+    files, in a jobs/ tree of their own, is logged.
     """
     import mlflow
 
-    artifacts = {**night_model_dirs(config, ds), "items": partition_path(config, schema.FEATURE_ITEMS, ds)}
+    python_model = python_model or FusedRecommenderModel()
+    artifacts = {**night_model_dirs(config, ds), "items": partition_path(config, schema.FEATURE_ITEMS, ds),
+                 **(extra_artifacts or {})}
     with tempfile.TemporaryDirectory(prefix="fusionrec-serving-") as scratch:
         artifacts["serving"] = write_serving_settings(scratch, variant, config["max_seq_len"])
-        code = copy_closure(served_code(), JOBS_DIR, os.path.join(scratch, "code"))
+        code = copy_closure(served_code(type(python_model).__module__), JOBS_DIR, os.path.join(scratch, "code"))
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=FusedRecommenderModel(), artifacts=artifacts,
-            code_paths=[str(code)], signature=model_signature(config["top_k"]),
+            name="model", python_model=python_model, artifacts=artifacts,
+            code_paths=[str(code)], signature=signature or model_signature(config["top_k"]),
             input_example=input_example,
         )
     return info.model_uri
 
 
-def night_fingerprint(config: dict, ds: str, variant: str) -> str:
+def night_fingerprint(config: dict, ds: str, variant: str, extra_folders: dict | None = None) -> str:
     """A digest of what the bundle serves: every file of the night's models and items table
-    (path and bytes), the variant and max_seq_len. Same models, same fingerprint."""
+    (path and bytes), of extra_folders, the variant and max_seq_len. Same models, same fingerprint."""
     digest = hashlib.sha256(json.dumps({"variant": variant, "max_seq_len": config["max_seq_len"]}).encode())
-    inputs = {**night_model_dirs(config, ds), "items": partition_path(config, schema.FEATURE_ITEMS, ds)}
+    inputs = {**night_model_dirs(config, ds), "items": partition_path(config, schema.FEATURE_ITEMS, ds),
+              **(extra_folders or {})}
     for part, folder in sorted(inputs.items()):
         for path in sorted(Path(folder).rglob("*")):
             if path.is_file():
@@ -155,9 +161,9 @@ def registered_earlier(client, name: str, ds: str, fingerprint: str):
     return max(same, key=lambda version: int(version.version), default=None)
 
 
-def served_code() -> list[Path]:
-    """The jobs files the served model imports: the closure of the pyfunc's module."""
-    return module_closure([FusedRecommenderModel.__module__], JOBS_DIR)
+def served_code(module: str = FusedRecommenderModel.__module__) -> list[Path]:
+    """The jobs files a served model imports: the closure of its pyfunc's module."""
+    return module_closure([module], JOBS_DIR)
 
 
 def run(night: Night) -> dict:
@@ -196,7 +202,7 @@ def run(night: Night) -> dict:
             version = str(mlflow.register_model(
                 model_uri, name, tags={"ds": ds, "variant": variant, FINGERPRINT_TAG: fingerprint}).version)
         challenger = score_model(f"models:/{name}/{version}", requests, targets, k)
-        champion_version = _current_champion(client, name)
+        champion_version = current_champion(client, name)
         if champion_version == version:  # an earlier attempt promoted it before it was killed
             champion_version = None
         champion = (score_model(f"models:/{name}/{champion_version}", requests, targets, k)
@@ -205,20 +211,33 @@ def run(night: Night) -> dict:
         alias = CHAMPION if promoted else CHALLENGER
         client.set_registered_model_alias(name, alias, version)
         _describe(client, name, version, ds, variant, primary, challenger, champion, champion_version)
-        mlflow.log_metrics({mlflow_metric_key("challenger", key): value for key, value in challenger.items()})
-        if champion:
-            mlflow.log_metrics({mlflow_metric_key("champion", key): value for key, value in champion.items()})
-        mlflow.set_tags({"registered_version": version, "alias": alias, "variant": variant})
-    decision = (f"v{version} ({variant}) {primary}={challenger[primary]:.4f} vs "
-                + (f"champion v{champion_version} {champion[primary]:.4f}" if champion else "no champion")
-                + f" → {alias}")
-    print(f"register_and_gate {ds}: {decision}")
+        record_gate(version, alias, variant, challenger, champion)
+    print(f"register_and_gate {ds}: "
+          + gate_decision(f"v{version} ({variant})", primary, challenger, champion, champion_version, alias))
     return {"model_name": name, "version": int(version), "alias": alias, "variant": variant,
             "challenger": challenger, "champion": champion, "champion_version": champion_version,
             "run_id": run.info.run_id}
 
 
-def _current_champion(client, name: str) -> str | None:
+def record_gate(version: str, alias: str, variant: str, challenger: dict, champion: dict | None) -> None:
+    """Both models' scores and the decision, in the current MLflow run."""
+    import mlflow
+
+    mlflow.log_metrics({mlflow_metric_key("challenger", key): value for key, value in challenger.items()})
+    if champion:
+        mlflow.log_metrics({mlflow_metric_key("champion", key): value for key, value in champion.items()})
+    mlflow.set_tags({"registered_version": version, "alias": alias, "variant": variant})
+
+
+def gate_decision(challenger_label: str, metric: str, challenger: dict, champion: dict | None,
+                  champion_version: str | None, alias: str) -> str:
+    """One line: the challenger's metric against the champion's, and the alias it got."""
+    return (f"{challenger_label} {metric}={challenger[metric]:.4f} vs "
+            + (f"champion v{champion_version} {champion[metric]:.4f}" if champion else "no champion")
+            + f" → {alias}")
+
+
+def current_champion(client, name: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
     try:

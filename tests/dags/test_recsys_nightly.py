@@ -9,7 +9,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 EXPECTED_CHAIN = [
     "wait_for_landing", "ingest", "validate", "clean", "denoise", "normalize_features", "train_baselines", "train_user_encoder",
-    "train_item_encoder", "fuse", "evaluate", "train_search_ranker", "register_and_gate", "batch_recommend",
+    "train_item_encoder", "fuse", "evaluate", "train_search_ranker", "register_search_ranker", "register_and_gate", "batch_recommend",
     "publish_serving",
 ]
 

@@ -24,7 +24,7 @@ DS = "2026-11-20"
 DAYS = 7
 RUN_CONF = {"window_days": DAYS, "user_encoder_epochs": 4, "item_encoder_epochs": 3}
 STAGE_RUNS = ("validate", "train_baselines", "train_user_encoder", "train_item_encoder", "fuse", "evaluate",
-              "train_search_ranker", "register_and_gate")
+              "train_search_ranker", "register_search_ranker", "register_and_gate")
 
 
 def run_dag_once():
@@ -176,6 +176,116 @@ def test_the_search_ranker_is_measured_against_bm25_on_the_test_days_searches_an
     assert len(index.item_ids) == report["setup"]["catalog_items"]
 
 
+def test_the_search_ranker_answers_a_query_as_an_mlflow_pyfunc_from_the_nights_models(pipeline, tmp_path):
+    import mlflow
+    import pandas as pd
+
+    from jobs.search.engine import CATALOG_FILE
+    from jobs.serving.fused_model import write_serving_settings
+    from jobs.serving.night_models import night_model_dirs
+    from jobs.serving.search_model import SearchRankerModel, search_signature
+
+    config = pipeline["config"]
+    search_dir = Path(partition_path(config, schema.MODEL_SEARCH, DS))
+    settings = json.loads((search_dir / "config.json").read_text())
+    artifacts = {**night_model_dirs(config, DS), "items": partition_path(config, schema.FEATURE_ITEMS, DS),
+                 "serving": write_serving_settings(str(tmp_path), settings["recommender"], config["max_seq_len"]),
+                 "search": str(search_dir)}
+    mlflow.pyfunc.save_model(str(tmp_path / "search-model"), python_model=SearchRankerModel(), artifacts=artifacts,
+                             signature=search_signature(10))
+    model = mlflow.pyfunc.load_model(str(tmp_path / "search-model"))
+
+    catalog = pd.read_parquet(search_dir / CATALOG_FILE)
+    # A word of the first item's title (a generated document is its title, then category and brand codes).
+    word = catalog["document"].iloc[0].split()[-3]
+    history = catalog["item_id"].iloc[:3].tolist()
+    answers = model.predict(pd.DataFrame({"query": [word, word, "zzzzqqq"], "history": [history, [], []]}),
+                            params={"k": 10})
+    for answer in answers.itertuples():
+        assert len(answer.item_ids) == len(answer.scores) == len(answer.retrievers)
+        assert list(answer.scores) == sorted(answer.scores, reverse=True)
+        assert set(answer.retrievers) <= {"lexical", "semantic", "both"}
+    top = answers.iloc[0]
+    assert len(top.item_ids) == 10 and set(top.item_ids) <= set(catalog["item_id"])
+    documents = dict(zip(catalog["item_id"], catalog["document"]))
+    assert word in documents[top.item_ids[0]].split()  # the best result names the word
+    assert list(answers.iloc[2].item_ids) == []  # no token of it is in the index, no word in the vocabulary
+
+
+def test_each_night_registers_a_search_ranker_gated_on_ndcg_at_10_against_the_champion(pipeline):
+    from mlflow import MlflowClient
+
+    from jobs.common.tracking import configure_mlflow
+
+    config = pipeline["config"]
+    configure_mlflow(config)
+    name = config["mlflow"]["registered_search_model"]
+    versions = sorted(MlflowClient().search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
+    assert [(str(v.version), v.tags["ds"]) for v in versions] == [("1", DS), ("2", DS)]
+    first, second = versions
+    assert "NDCG@10" in first.description and "Champion v1 on the same searches" in second.description
+    # Both versions answered the same test-day searches (the same night, run twice): v2 takes
+    # the champion alias exactly when its NDCG@10 is higher, else it waits as challenger.
+    champion = str(MlflowClient().get_model_version_by_alias(name, "champion").version)
+    second_won = float(second.tags["test_searches.NDCG_at_10"]) > float(first.tags["test_searches.NDCG_at_10"])
+    assert champion == ("2" if second_won else "1")
+    assert set(MlflowClient().get_model_version(name, "2").aliases) == {"champion" if second_won else "challenger"}
+
+
+def test_mlflow_models_serve_answers_a_search_from_the_registered_champion(pipeline):
+    import os
+    import subprocess
+    import time
+    import urllib.request
+
+    import pandas as pd
+
+    from devtools.stack import free_port
+    from jobs.search.engine import CATALOG_FILE
+
+    config = pipeline["config"]
+    catalog = pd.read_parquet(Path(partition_path(config, schema.MODEL_SEARCH, DS)) / CATALOG_FILE)
+    word = catalog["document"].iloc[0].split()[-3]  # a title word (documents end with category and brand codes)
+    port = free_port()
+    # The scoring server is started as `uvicorn` from PATH: the one beside this interpreter.
+    env = {**os.environ, "MLFLOW_TRACKING_URI": config["mlflow"]["tracking_uri"],
+           "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{config['mlflow']['registered_search_model']}"
+         "@champion", "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None, f"mlflow models serve exited: {server.stdout.read()[-3000:]}"
+            assert time.monotonic() < deadline, "mlflow models serve did not answer /ping within 240 s"
+            time.sleep(2)
+        body = {"dataframe_split": {"columns": ["query", "history"],
+                                    "data": [[word, catalog["item_id"].iloc[:2].tolist()], [word, []]]},
+                "params": {"k": 5}}
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as response:
+            answers = json.loads(response.read())["predictions"]
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    assert len(answers) == 2
+    for answer in answers:
+        assert len(answer["item_ids"]) == 5 and set(answer["item_ids"]) <= set(catalog["item_id"])
+        assert set(answer["retrievers"]) <= {"lexical", "semantic", "both"}
+        assert answer["scores"] == sorted(answer["scores"], reverse=True)
+
+
 def test_each_training_and_evaluation_stage_logged_one_mlflow_run_per_night_with_metrics(pipeline):
     # The night ran twice: each stage's second run replaced its first (deleted, tagged with its
     # successor), except the gate's, whose runs each registered a model version (v1, v2).
@@ -194,7 +304,7 @@ def test_each_training_and_evaluation_stage_logged_one_mlflow_run_per_night_with
         kept = [r for r in active if r.data.tags.get("stage") == stage]
         replaced = [r for r in retired if r.data.tags.get("stage") == stage]
         assert all(r.data.metrics for r in kept), f"{stage} logged no metrics"
-        if stage == "register_and_gate":
+        if stage in ("register_and_gate", "register_search_ranker"):
             assert (len(kept), replaced) == (2, []), stage
             continue
         assert (len(kept), len(replaced)) == (1, 1), f"{stage}: one run per stage and night expected"

@@ -1,4 +1,4 @@
-"""The train_search_ranker stage on a night without searches (the full path runs in tests/dags' end-to-end night)."""
+"""The search stages on a night without searches (the full path runs in tests/dags' end-to-end night)."""
 
 import json
 import os
@@ -35,3 +35,9 @@ def test_a_night_without_searches_says_why_and_trains_nothing(tmp_config):
     with open(os.path.join(partition_path(tmp_config, SEARCH_REPORTS, DATES[-1]), METRICS_FILE)) as handle:
         report = json.load(handle)
     assert report == {"skipped": result["skipped"]}
+    # ... and the registering stage after it registers nothing, saying why.
+    from jobs.serving import register_search_ranker
+
+    skipped = register_search_ranker.run(Night.plan(tmp_config, DATES[-1]))
+    assert skipped == {"skipped": f"train_search_ranker saved no ranker for {DATES[-1]} "
+                                  f"(see reports/search/dt={DATES[-1]})"}

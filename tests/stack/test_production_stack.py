@@ -231,7 +231,10 @@ def test_the_mlflow_server_holds_the_runs_and_the_champion(night):
     assert experiment is not None and experiment.artifact_location.startswith("mlflow-artifacts:")
     runs = client.search_runs([experiment.experiment_id], f"tags.ds = '{night['ds']}'")
     stages = {run.data.tags.get("stage") for run in runs}
-    assert {"train_user_encoder", "train_item_encoder", "fuse", "evaluate", "register_and_gate"} <= stages
+    assert {"train_user_encoder", "train_item_encoder", "fuse", "evaluate", "train_search_ranker",
+            "register_search_ranker", "register_and_gate"} <= stages
+    # The search ranker went through the server too, registered beside the recommender.
+    assert client.get_model_version_by_alias(config["mlflow"]["registered_search_model"], "champion")
     name = config["mlflow"]["registered_model"]
     champion = client.get_model_version_by_alias(name, "champion")
     # The artifacts went through the server into the stack's artifact folder.
