@@ -110,7 +110,9 @@ def user_encoder_scorer(encoder, item_table: np.ndarray) -> EmbeddingScorer:
     """Scorer around an in-memory Keras encoder (also used per epoch during training)."""
 
     def encode_histories(items: np.ndarray, types: np.ndarray, gaps: np.ndarray) -> np.ndarray:
-        return np.asarray(encoder(encoder_inputs(encoder, items, types, gaps), training=False))
+        # predict_on_batch runs Keras' compiled predict step: on one history it takes about 1 ms
+        # where calling the model eagerly takes about 50 (a served search request scores one).
+        return np.asarray(encoder.predict_on_batch(encoder_inputs(encoder, items, types, gaps)))
 
     return EmbeddingScorer(USER_ENCODER, item_table, encode_histories)
 
