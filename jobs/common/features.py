@@ -186,9 +186,15 @@ def histories_before(sequences: pd.DataFrame, user_ids, times, max_len: int) -> 
     starts = np.where(known, flat.first_event[np.maximum(user_rank, 0)], 0)
     ends = starts.copy()
     requested = np.asarray(times, dtype=np.int64)
-    for row in np.flatnonzero(known):  # one binary search in the user's own time-sorted events
-        user_times = flat.timestamps[starts[row]:starts[row] + lengths[user_rank[row]]]
-        ends[row] = starts[row] + np.searchsorted(user_times, requested[row], side="left")
+    if known.any() and len(flat.items):
+        # One binary search for all requests: events are sorted by (user rank, time), so the key
+        # user rank x span + (time - earliest) is sorted too and a request's key lands right
+        # after its user's last event before that second.
+        earliest = min(int(flat.timestamps.min()), int(requested[known].min()))
+        span = max(int(flat.timestamps.max()), int(requested[known].max())) - earliest + 1
+        event_keys = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths) * span + (flat.timestamps - earliest)
+        request_keys = user_rank[known] * span + (requested[known] - earliest)
+        ends[known] = np.searchsorted(event_keys, request_keys, side="left")
     items, types, gaps = flat.windows(ends, starts, max_len)
     return Examples(items=items, types=types, targets=np.zeros(len(user_ids), dtype=np.int32),
                     user_ids=user_ids, gaps=gaps)

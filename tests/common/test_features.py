@@ -89,6 +89,23 @@ def test_histories_before_a_second_hold_the_users_strictly_earlier_events():
     assert list(history.user_ids) == ["u1", "u2", "u1", "nobody"] and not history.targets.any()
 
 
+def test_histories_before_match_a_per_request_reference_on_random_users_and_seconds():
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(0, 9, size=40)
+    times = [np.sort(rng.integers(1_000, 1_100, size=n)) for n in lengths]  # repeated seconds too
+    sequences = pd.DataFrame({USER_ID: [f"u{n}" for n in range(40)],
+                              ITEM_IDX: [list(rng.integers(1, 50, size=n)) for n in lengths],
+                              EVENT_TYPE_IDX: [[1] * n for n in lengths], TIMESTAMPS: [list(t) for t in times],
+                              SPLIT: [[T] * n for n in lengths]})
+    users = rng.integers(0, 42, size=300)  # u40 and u41 have no sequence
+    seconds = rng.integers(990, 1_110, size=300)
+    history = histories_before(sequences, [f"u{n}" for n in users], seconds, max_len=4)
+    for row, (user, second) in enumerate(zip(users, seconds)):
+        earlier = [] if user >= 40 else [item for item, t in zip(sequences[ITEM_IDX][user], times[user]) if t < second]
+        expected = ([0] * 4 + earlier)[-4:]
+        np.testing.assert_array_equal(history.items[row], expected)
+
+
 def test_histories_are_truncated_to_the_most_recent_events():
     examples = make_examples(two_user_sequences(), SPLIT_TEST, max_len=2)
     # u1's test target 2 follows 3 5 3 7: the last two are 3 7 (types 1 4).
