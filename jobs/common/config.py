@@ -264,12 +264,19 @@ class SearchConfig(Section):
     candidates: int = Field(100, ge=1)  # lexical top-N per search that the rankers reorder
     # The item encoder's nearest items per query, added to the lexical ones (0: lexical only).
     semantic_candidates: int = Field(100, ge=0)
-    # Valid-day users whose searches early-stop the rankers; the others' searches fit them.
+    # Users whose searches (of any day before the test day) early-stop the rankers; the others'
+    # searches fit them.
     holdout_fraction: float = Field(0.3, gt=0.0, lt=1.0)
     # Fewer valid-day searches to fit on (or none to early-stop on): the night reports BM25 only.
     min_fit_searches: int = Field(30, ge=1)
     # A test query typed at least this often before the test day is a head query.
     head_query_min_searches: int = Field(5, ge=1)
+    # Ready-made results served beside the recommendations (jobs/serving/search_lists.py): the
+    # window's most frequent queries, each segment's top results for them, merged from the
+    # personalized lists of this many of the segment's users (0 queries: none written).
+    head_queries: int = Field(30, ge=0)
+    segment_results: int = Field(20, ge=1)
+    segment_members: int = Field(5, ge=1)
 
 
 class EvaluationConfig(Section):

@@ -140,5 +140,7 @@ DATA_QUALITY = "reports/data_quality"
 RECOMMENDATIONS = "recommendations"
 # Top-N similar catalog items per catalog item (jobs/serving/similar_items.py), beside the recommendations.
 SIMILAR_ITEMS = "similar_items"
+# The head queries' results per user segment (jobs/serving/search_lists.py), beside them.
+SEARCH_RESULTS = "search_results"
 # One manifest per night (jobs/common/night.py): the dates the night processes and each stage's record.
 NIGHT_MANIFEST = "manifests/night"

@@ -7,8 +7,10 @@ recommendations/dt=<ds>/ (user_id, rank, item_id, score, model_version), replace
 atomically on a re-run.
 
 The night also writes similar_items/dt=<ds>/ (jobs/serving/similar_items.py): the top-N
-similar catalog items per catalog item from tonight's item encoder and Item-KNN, which
-publish_serving then serves beside the recommendations.
+similar catalog items per catalog item from tonight's item encoder and Item-KNN, and
+search_results/dt=<ds>/ (jobs/serving/search_lists.py): the search champion's top results of
+the window's most frequent queries per user segment. publish_serving serves both beside the
+recommendations.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pandas as pd
 from jobs.common import schema
 from jobs.common.lake import partition_path, replace_partition
 from jobs.common.night import Night
+from jobs.serving.search_lists import write_search_results
 from jobs.serving.similar_items import write_similar_items
 
 PURCHASE_IDX = schema.EVENT_TYPE_INDEX[schema.PURCHASE]
@@ -90,5 +93,8 @@ def run(night: Night) -> dict:
     similar = write_similar_items(config, ds, features.items)
     print(f"batch_recommend {ds}: {similar['similar_items_rows']} similar items for "
           f"{similar['similar_items_items']} catalog items → {similar['similar_items_path']}")
+    searched = write_search_results(config, ds, features)
+    print(f"batch_recommend {ds}: {searched['search_results_lists']} head-query search lists "
+          f"({searched['search_results_note']}) → {searched['search_results_path']}")
     return {"path": output, "users": int(len(requests)), "rows": int(len(table)), "model_version": int(version),
-            **similar}
+            **similar, **searched}

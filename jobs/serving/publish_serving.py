@@ -1,4 +1,4 @@
-"""publish_serving: tonight's recommendations and similar items into the shop's stores.
+"""publish_serving: tonight's recommendations, similar items and head-query search results into the shop's stores.
 
 A night is never half visible. For every configured store (config serving_store.targets)
 the night is written as a new version (jobs/serving/store.py), then checked, and only when
@@ -13,7 +13,8 @@ never went live.
 The checks (thresholds in config serving_store, explained there):
 - full_user_lists: every user list has top_k items (and there is at least one user);
 - full_item_lists: every catalog item has at least min_similar_items similar items;
-- no_items_out_of_catalog: no listed item (or listed-for item) has left the catalog;
+- no_items_out_of_catalog: no listed item (or listed-for item) has left the catalog, search
+  results included;
 - catalog_coverage: distinct recommended items / the most the night could show;
 - overlap_with_previous, similar_items_overlap_with_previous: against the live version of
   the first configured store (skipped when nothing is live, or no key is in both);
@@ -29,7 +30,8 @@ import pandas as pd
 from jobs.common import schema
 from jobs.common.lake import partition_path
 from jobs.common.night import Night
-from jobs.serving.store import (ITEM, USER, ServingStoreError, close_all, lists_of, open_stores, version_name,
+from jobs.serving.search_lists import query_key
+from jobs.serving.store import (ITEM, LIST_COLUMNS, QUERY, USER, ServingStoreError, close_all, lists_of, open_stores, version_name,
                                 version_publication)
 
 
@@ -58,10 +60,13 @@ class NightLists:
 
     recommendations: pd.DataFrame
     similar_items: pd.DataFrame
+    search_results: pd.DataFrame  # segment, query, rank, item_id, score, model_version (may be empty)
     catalog: frozenset
 
     def frames(self) -> dict[str, pd.DataFrame]:
-        return {USER: self.recommendations, ITEM: self.similar_items}
+        keyed = self.search_results.assign(query_key=[query_key(segment, query) for segment, query in zip(
+            self.search_results["segment"], self.search_results[schema.QUERY])])
+        return {USER: self.recommendations, ITEM: self.similar_items, QUERY: keyed}
 
 
 def read_night_lists(config: dict, ds: str) -> NightLists:
@@ -69,7 +74,8 @@ def read_night_lists(config: dict, ds: str) -> NightLists:
     items = _read_partition(config, schema.FEATURE_ITEMS, ds, [schema.ITEM_ID, schema.IN_CATALOG])
     catalog = frozenset(items.loc[items[schema.IN_CATALOG].astype(bool), schema.ITEM_ID].astype(str))
     return NightLists(recommendations=_read_partition(config, schema.RECOMMENDATIONS, ds),
-                      similar_items=_read_partition(config, schema.SIMILAR_ITEMS, ds), catalog=catalog)
+                      similar_items=_read_partition(config, schema.SIMILAR_ITEMS, ds),
+                      search_results=_read_partition(config, schema.SEARCH_RESULTS, ds), catalog=catalog)
 
 
 def _read_partition(config: dict, dataset: str, ds: str, columns=None) -> pd.DataFrame:
@@ -105,10 +111,12 @@ def check_in_catalog(night: NightLists) -> Check:
     recommended = set(night.recommendations[schema.ITEM_ID].astype(str)) - night.catalog
     similar = (set(night.similar_items[schema.ITEM_ID].astype(str))
                | set(night.similar_items["similar_item_id"].astype(str))) - night.catalog
-    examples = sorted(recommended | similar)[:5]
-    return Check("no_items_out_of_catalog", not recommended and not similar,
-                 f"{len(recommended)} recommended and {len(similar)} similar-items ids are not in tonight's "
-                 f"catalog of {len(night.catalog)} items" + (f" (e.g. {', '.join(examples)})" if examples else ""))
+    found = set(night.search_results[schema.ITEM_ID].astype(str)) - night.catalog
+    examples = sorted(recommended | similar | found)[:5]
+    return Check("no_items_out_of_catalog", not recommended and not similar and not found,
+                 f"{len(recommended)} recommended, {len(similar)} similar-items and {len(found)} search-result ids "
+                 f"are not in tonight's catalog of {len(night.catalog)} items"
+                 + (f" (e.g. {', '.join(examples)})" if examples else ""))
 
 
 def check_catalog_coverage(lists: dict[str, list], catalog: frozenset, top_k: int, minimum: float) -> Check:
@@ -147,11 +155,11 @@ def content_checks(night: NightLists, previous: dict | None, config: dict) -> li
 
 
 def check_written(store, version: str, night: NightLists) -> Check:
-    expected = {kind: frame.iloc[:, 0].nunique() for kind, frame in night.frames().items()}
+    expected = {kind: frame[LIST_COLUMNS[kind][1]].nunique() for kind, frame in night.frames().items()}
     stored = store.list_counts(version)
     return Check("written_version_complete", stored == expected,
-                 f"{store.description} holds {stored[USER]} user and {stored[ITEM]} item lists of "
-                 f"{version}, expected {expected[USER]} and {expected[ITEM]}")
+                 f"{store.description} holds {stored[USER]} user, {stored[ITEM]} item and {stored[QUERY]} search "
+                 f"lists of {version}, expected {expected[USER]}, {expected[ITEM]} and {expected[QUERY]}")
 
 
 # --- The protocol ----------------------------------------------------------------------------

@@ -4,13 +4,15 @@ A night's lists are published as one version, named v<yyyymmdd>_<n> (n counts th
 publications of that night, so a re-run never overwrites what is live):
 
 - table stores (PostgreSQL, or SQLite as the laptop default): tables
-  recommendations_<version> (user_id, rank, item_id, score, model_version) and
-  similar_items_<version> (item_id, rank, similar_item_id, score, source), written in one
-  transaction; the one-row table serving_live names the live version and serving_versions
+  recommendations_<version> (user_id, rank, item_id, score, model_version),
+  similar_items_<version> (item_id, rank, similar_item_id, score, source) and
+  search_results_<version> (query_key, rank, item_id, score, model_version; query_key is
+  jobs.serving.search_lists.query_key(segment, query)), written in one transaction; the one-row table serving_live names the live version and serving_versions
   keeps every version's night and when it went live. The SQL is shared; a dialect says
   only how to connect and how parameters are written.
-- Redis: one key per user, <prefix>:<version>:user:<hashed user id>, and one per item,
-  <prefix>:<version>:item:<item id>, each holding the JSON list of item ids best first and
+- Redis: one key per user, <prefix>:<version>:user:<hashed user id>, one per item,
+  <prefix>:<version>:item:<item id>, and one per segment and head query,
+  <prefix>:<version>:query:<query_key>, each holding the JSON list of item ids best first and
   expiring after serving_store.redis_ttl_s; the pointer <prefix>:live, set after all keys
   are written; the hash <prefix>:versions keeps every version's night and switch time.
 
@@ -33,10 +35,13 @@ import pandas as pd
 from jobs.common import schema
 from jobs.common.connections import connection_uri
 
-USER, ITEM = "user", "item"  # the two kinds of list: recommendations per user, similar items per item
+# The kinds of list: recommendations per user, similar items per item, search results per
+# segment and head query.
+USER, ITEM, QUERY = "user", "item", "query"
 # Per kind: the table's name stem, its key column and its listed-item column (the Parquet columns).
 LIST_COLUMNS = {USER: (schema.RECOMMENDATIONS, schema.USER_ID, schema.ITEM_ID),
-                ITEM: (schema.SIMILAR_ITEMS, schema.ITEM_ID, "similar_item_id")}
+                ITEM: (schema.SIMILAR_ITEMS, schema.ITEM_ID, "similar_item_id"),
+                QUERY: (schema.SEARCH_RESULTS, "query_key", schema.ITEM_ID)}
 VERSION_PATTERN = re.compile(r"^v(\d{8})_(\d+)$")  # also what makes a version safe inside a table name
 WRITE_CHUNK = 1000  # rows per executemany / keys per Redis pipeline
 
@@ -135,10 +140,13 @@ LIST_TABLE_COLUMNS = {
           "model_version TEXT NOT NULL, PRIMARY KEY (user_id, rank)",
     ITEM: "item_id TEXT NOT NULL, rank INTEGER NOT NULL, similar_item_id TEXT NOT NULL, "
           "score DOUBLE PRECISION NOT NULL, source TEXT NOT NULL, PRIMARY KEY (item_id, rank)",
+    QUERY: "query_key TEXT NOT NULL, rank INTEGER NOT NULL, item_id TEXT NOT NULL, score DOUBLE PRECISION NOT NULL, "
+           "model_version TEXT NOT NULL, PRIMARY KEY (query_key, rank)",
 }
-ROW_TYPES = {USER: (str, int, str, float, str), ITEM: (str, int, str, float, str)}
+ROW_TYPES = {USER: (str, int, str, float, str), ITEM: (str, int, str, float, str), QUERY: (str, int, str, float, str)}
 FRAME_COLUMNS = {USER: (schema.USER_ID, "rank", schema.ITEM_ID, "score", "model_version"),
-                 ITEM: (schema.ITEM_ID, "rank", "similar_item_id", "score", "source")}
+                 ITEM: (schema.ITEM_ID, "rank", "similar_item_id", "score", "source"),
+                 QUERY: ("query_key", "rank", schema.ITEM_ID, "score", "model_version")}
 
 
 def table_name(kind: str, version: str) -> str:
@@ -182,12 +190,13 @@ class TableStore(StoreBase):
         return row[0] if row else None
 
     def write_version(self, version: str, ds: str, frames: dict[str, pd.DataFrame]) -> None:
-        """Both tables and the version's registry row, in one transaction: all or nothing."""
+        """Every kind's table (empty for a kind frames lacks) and the version's registry row, in
+        one transaction: all or nothing."""
         with self.failing_as_store_error(f"writing version {version}"), self._transaction():
             self._execute("INSERT INTO serving_versions (version, ds, created_at) VALUES (?, ?, ?)",
                           (version, ds, time.time()))
-            for kind, frame in frames.items():
-                self._create_and_fill(kind, version, frame)
+            for kind in LIST_COLUMNS:
+                self._create_and_fill(kind, version, frames.get(kind, pd.DataFrame(columns=FRAME_COLUMNS[kind])))
 
     def _create_and_fill(self, kind: str, version: str, frame: pd.DataFrame) -> None:
         table = table_name(kind, version)
@@ -390,6 +399,14 @@ class ServingStoreReader:
     def similar_items(self, item_id: str) -> list[str]:
         """Similar catalog item ids for an item, best first."""
         return self._live_list(ITEM, str(item_id))
+
+    def search_results(self, query: str, segment: str | None = None) -> list[str]:
+        """Tonight's ready-made results of a head query for a user segment (jobs/serving/search_lists.py:
+        a category name, or new visitors by default), best first; [] for any other query (ask the
+        search model)."""
+        from jobs.serving.search_lists import NEW_VISITORS, query_key
+
+        return self._live_list(QUERY, query_key(segment or NEW_VISITORS, query))
 
     def _live_list(self, kind: str, key: str) -> list[str]:
         problems = []

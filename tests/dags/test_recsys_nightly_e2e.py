@@ -358,6 +358,41 @@ def test_top20_for_every_active_user_and_nothing_already_bought(pipeline):
     assert not (recommended & bought)
 
 
+def test_the_head_queries_ranked_per_segment_by_the_search_champion_are_served_beside_the_lists(pipeline):
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    from jobs.common.tracking import configure_mlflow
+    from jobs.search.train_search_ranker import catalog_text, search_log
+    from jobs.serving.search_lists import NEW_VISITORS, head_queries
+    from jobs.serving.store import ServingStoreReader
+
+    config = pipeline["config"]
+    table = pd.read_parquet(partition_path(config, schema.SEARCH_RESULTS, DS))
+    searches, _ = search_log(config, list(pipeline["dates"]))
+    assert set(table[schema.QUERY]) == set(head_queries(searches[schema.QUERY], config["search"]["head_queries"]))
+    categories = {fields[schema.CATEGORY] for fields in catalog_text(config, DS).values()}
+    segments = set(table["segment"])
+    assert NEW_VISITORS in segments and len(segments - {NEW_VISITORS}) >= 3 and segments - {NEW_VISITORS} <= categories
+    lists = {key: group.sort_values("rank")[schema.ITEM_ID].tolist()
+             for key, group in table.groupby(["segment", schema.QUERY])}
+    assert all(0 < len(items) == len(set(items)) <= config["search"]["segment_results"] for items in lists.values())
+    items = pd.read_parquet(partition_path(config, schema.FEATURE_ITEMS, DS))
+    assert set(table[schema.ITEM_ID]) <= set(items.loc[items[schema.IN_CATALOG], schema.ITEM_ID].astype(str))
+    configure_mlflow(config)
+    champion = MlflowClient().get_model_version_by_alias(config["mlflow"]["registered_search_model"], "champion")
+    assert set(table["model_version"]) == {str(champion.version)}
+    # Segments get their own order: some head query reads differently for a segment than for new visitors.
+    assert any(items != lists.get((NEW_VISITORS, query)) for (segment, query), items in lists.items()
+               if segment != NEW_VISITORS)
+    reader = ServingStoreReader.from_config(config)  # what publish_serving made live
+    try:
+        for (segment, query), items in list(lists.items())[:20]:
+            assert reader.search_results(query.upper(), segment) == items
+    finally:
+        reader.close()
+
+
 def test_gate_and_recommend_work_in_a_fresh_process_like_an_airflow_worker(pipeline, tmp_path):
     # dag.test() runs every task in this process, so state one task left behind (say, the
     # MLflow tracking URI) could hide a task that fails on its own in a real worker. Run the

@@ -10,8 +10,8 @@ import uuid
 import pytest
 
 from tests.serving.serving_nights import (CATALOG, POSTGRES_ADMIN_URI, POSTGRES_ENV, REDIS_ENV, REDIS_URI,
-                                        default_item_lists, default_user_lists, recommendations_frame,
-                                        similar_items_frame)
+                                        default_item_lists, default_search_lists, default_user_lists,
+                                        recommendations_frame, search_results_frame, similar_items_frame)
 
 
 @pytest.fixture(scope="session")
@@ -76,17 +76,20 @@ def _drop_all_tables(uri: str) -> None:
 
 @pytest.fixture()
 def land_night():
-    """land_night(config, ds, user_lists=None, item_lists=None, catalog=CATALOG): write the
-    night's recommendations, similar_items and catalog (features/items) partitions."""
+    """land_night(config, ds, user_lists=None, item_lists=None, catalog=CATALOG, search_lists=None):
+    write the night's recommendations, similar_items, search_results and catalog (features/items)
+    partitions."""
     import pandas as pd
 
     from jobs.common import schema
     from jobs.common.lake import partition_path
 
-    def land(config, ds, user_lists=None, item_lists=None, catalog=CATALOG):
+    def land(config, ds, user_lists=None, item_lists=None, catalog=CATALOG, search_lists=None):
         items = pd.DataFrame({schema.ITEM_ID: list(catalog), schema.IN_CATALOG: True})
         frames = {schema.RECOMMENDATIONS: recommendations_frame(user_lists or default_user_lists()),
                   schema.SIMILAR_ITEMS: similar_items_frame(item_lists or default_item_lists()),
+                  schema.SEARCH_RESULTS: search_results_frame(default_search_lists() if search_lists is None
+                                                              else search_lists),
                   schema.FEATURE_ITEMS: items}
         for dataset, frame in frames.items():
             folder = partition_path(config, dataset, ds)

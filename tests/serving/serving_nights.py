@@ -25,6 +25,19 @@ def similar_items_frame(lists: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["item_id", "rank", "similar_item_id", "score", "source"])
 
 
+def search_results_frame(lists: dict) -> pd.DataFrame:
+    """search_results rows of {(segment, query): [item ids]}."""
+    rows = [(segment, query, rank, item, 1.0 / rank, "3") for (segment, query), items in lists.items()
+            for rank, item in enumerate(items, start=1)]
+    return pd.DataFrame(rows, columns=["segment", "query", "rank", "item_id", "score", "model_version"])
+
+
+def default_search_lists() -> dict:
+    """Two segments' lists of two head queries; "lamp" differs by segment."""
+    return {("new", "lamp"): [CATALOG[0], CATALOG[1]], ("new", "red mug"): [CATALOG[2]],
+            ("Kitchen", "lamp"): [CATALOG[3], CATALOG[0]], ("Kitchen", "red mug"): [CATALOG[2], CATALOG[4]]}
+
+
 def default_user_lists(shift: int = 0) -> dict:
     """4 users x 3 items; shift moves every list along the catalog (shift 0 twice: overlap 1.0)."""
     return {f"{'ab'[user % 2]}{user:063x}": [CATALOG[(user + shift + step) % 8] for step in range(3)]

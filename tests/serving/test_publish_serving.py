@@ -13,7 +13,7 @@ from jobs.serving import publish_serving
 from jobs.serving.publish_serving import ServingCheckError
 from jobs.serving.store import ITEM, USER, ServingStoreError, ServingStoreReader, lists_of, open_stores
 from tests.serving.serving_nights import (CATALOG, POSTGRES_ENV, REDIS_ENV, REDIS_URI, default_item_lists,
-                                        default_user_lists)
+                                        default_search_lists, default_user_lists)
 
 NIGHT_1, NIGHT_2 = "2026-11-26", "2026-11-27"
 
@@ -41,6 +41,11 @@ def stored_versions(config) -> dict:
             store.close()
 
 
+def search_lists_of(frame):
+    return [(segment, query, group.sort_values("rank")["item_id"].tolist())
+            for (segment, query), group in frame.groupby(["segment", "query"])]
+
+
 def assert_serves(config, frames) -> None:
     """Every target's reader returns exactly the lists of these frames."""
     for target in config["serving_store"]["targets"]:
@@ -51,6 +56,8 @@ def assert_serves(config, frames) -> None:
                 assert reader.recommendations(user) == items, target
             for item, similar in lists_of(frames["similar_items"], ITEM).items():
                 assert reader.similar_items(item) == similar, target
+            for segment, query, items in search_lists_of(frames["search_results"]):
+                assert reader.search_results(query, segment) == items, target
         finally:
             reader.close()
 
@@ -106,6 +113,12 @@ def short_user_list(config):
     return {"user_lists": lists}
 
 
+def search_result_out_of_catalog(config):
+    lists = default_search_lists()
+    lists[("new", "lamp")] = ["gone", "i1"]
+    return {"search_lists": lists}
+
+
 def short_item_list(config):
     lists = default_item_lists()
     lists["i3"] = lists["i3"][:1]
@@ -124,7 +137,10 @@ def no_overlap(config):
 @pytest.mark.parametrize("breaks, message", [
     (short_user_list, r"check full_user_lists failed: 1 of 4 users have fewer than 3 items \(shortest 2\)"),
     (short_item_list, r"check full_item_lists failed: 1 of 8 catalog items have fewer than 2 similar items"),
-    (out_of_catalog, r"check no_items_out_of_catalog failed: 1 recommended and 0 similar-items ids .*\(e\.g\. gone\)"),
+    (out_of_catalog, r"check no_items_out_of_catalog failed: 1 recommended, 0 similar-items and 0 search-result "
+                     r"ids .*\(e\.g\. gone\)"),
+    (search_result_out_of_catalog, r"check no_items_out_of_catalog failed: 0 recommended, 0 similar-items and 1 "
+                                   r"search-result ids .*\(e\.g\. gone\)"),
     (low_coverage, r"check catalog_coverage failed: 0\.375 < 0\.900 \(3 distinct items recommended, at most 8"),
     (no_overlap, r"check overlap_with_previous failed: 0\.000 < 0\.050 \(users in both nights: 4\)"),
 ])

@@ -4,10 +4,11 @@ import pytest
 
 from jobs.common.connections import connection_uri
 from jobs.etl.privacy import hash_user_id
-from jobs.serving.store import (ITEM, USER, RedisStore, ServingStoreError, ServingStoreReader, lists_of,
+from jobs.serving.search_lists import query_key
+from jobs.serving.store import (ITEM, QUERY, USER, RedisStore, ServingStoreError, ServingStoreReader, lists_of,
                                 open_stores, version_name)
-from tests.serving.serving_nights import (CATALOG, REDIS_ENV, REDIS_URI, default_item_lists, recommendations_frame,
-                                          similar_items_frame)
+from tests.serving.serving_nights import (CATALOG, REDIS_ENV, REDIS_URI, default_item_lists, default_search_lists,
+                                          recommendations_frame, search_results_frame, similar_items_frame)
 
 KEY = b"test-key"
 RAW_USERS = ["customer-1", "customer-2", "jane@example.com"]
@@ -16,7 +17,9 @@ RAW_USERS = ["customer-1", "customer-2", "jane@example.com"]
 def night_frames():
     """Lists keyed as the lake keys them: by hash_user_id of the shop's raw id."""
     users = {hash_user_id(raw, KEY): CATALOG[index:index + 3] for index, raw in enumerate(RAW_USERS)}
-    return {USER: recommendations_frame(users), ITEM: similar_items_frame(default_item_lists())}
+    searches = search_results_frame(default_search_lists())
+    searches["query_key"] = [query_key(segment, query) for segment, query in zip(searches["segment"], searches["query"])]
+    return {USER: recommendations_frame(users), ITEM: similar_items_frame(default_item_lists()), QUERY: searches}
 
 
 def publish_directly(stores, version="v20261127_1"):
@@ -40,6 +43,11 @@ def test_readers_return_exactly_the_parquet_lists(serving_config, target):
         for item, similar in lists_of(frames[ITEM], ITEM).items():
             assert reader.similar_items(item) == similar
         assert reader.recommendations("unknown-user") == []
+        # A head query as a shop's visitor types it: any case and spacing, a segment or none (new).
+        assert reader.search_results("  LAMP ") == ["i1", "i2"]
+        assert reader.search_results("lamp", "Kitchen") == ["i4", "i1"]
+        assert reader.search_results("red  mug", "Kitchen") == ["i3", "i5"]
+        assert reader.search_results("sofa", "Kitchen") == []
         assert stores[0].read_all("v20261127_1", ITEM) == lists_of(frames[ITEM], ITEM)
     finally:
         reader.close()

@@ -507,7 +507,8 @@ def serving_state(night, monkeypatch) -> dict:
         try:
             live = store.live_version()
             state[target] = (live, sorted(record["version"] for record in store.versions()),
-                             store.read_all(live, serving.USER), store.read_all(live, serving.ITEM))
+                             store.read_all(live, serving.USER), store.read_all(live, serving.ITEM),
+                             store.read_all(live, serving.QUERY))
         finally:
             store.close()
     return state
