@@ -23,8 +23,9 @@ The generative story (every number below is a named constant in this module):
    activity level (Gamma) and a price sensitivity (Beta). Each day a user opens a Poisson
    number of sessions at diurnal times. A session picks a category from the user's taste
    and browses a geometric number of items: each next item is a successor of the current
-   one, a fresh pick in the session's category (price-sensitive users, shown two, take the
-   cheaper), a search result, or - rarely - a switch to another category of their taste.
+   one, a fresh pick in the session's category (shown two, price-sensitive users take the
+   cheaper, the others the one nearer their price level), a search result, or - rarely - a
+   switch to another category of their taste.
    Some sessions start with a search whose query is a category word (sometimes with a
    brand); the first viewed items then contain that word in their title.
 4. Search. A search shows SHOWN_RESULTS items holding the query word, in the shop's
@@ -38,8 +39,9 @@ The generative story (every number below is a named constant in this module):
    the session. Queries are sometimes cut short (P_PARTIAL_QUERY, a prefix of 3+ letters)
    or have two neighbouring letters swapped (P_TYPO_QUERY). The favourite brand shows in
    browsing too: a fresh pick in a category is, with P_FAVOURITE_BRAND_PICK, an item of the
-   user's favourite brand there (by popularity), so a user's history says which brands
-   they like - what a personalized search ranker can learn from.
+   user's favourite brand there (by popularity), and the price level shows in fresh picks
+   (above), so a user's history says which brands and prices they like - what a
+   personalized search ranker can learn from.
 5. Funnel. Every viewed item may be clicked, a clicked one added to the cart and a carted
    one purchased, with decreasing probabilities that drop further for expensive items and
    price-sensitive users. Consecutive events of a user are at least MIN_GAP_S apart, so a
@@ -98,6 +100,10 @@ SCALES = {
     # ~30k events a day: the 14-day demo.
     "small": Scale(n_users=3_000, n_items=1_500, n_categories=20, brands_per_category=5,
                    sessions_per_user_day=1.2, users_per_part=3_000),
+    # A 100,000-item catalog browsed by few users (~6k events a day): a night whose served
+    # models rank as many items as a mid-sized shop's (bench/search_latency.py).
+    "wide": Scale(n_users=500, n_items=100_000, n_categories=40, brands_per_category=12,
+                  sessions_per_user_day=1.2, users_per_part=500),
     # ~1.1M events a day (14 days = 15M+) in parts of ~230k events: benchmarks.
     "large": Scale(n_users=100_000, n_items=20_000, n_categories=40, brands_per_category=12,
                    sessions_per_user_day=1.2, users_per_part=20_000),
@@ -518,12 +524,15 @@ def plan_sessions(shard: UserShard, samplers: DaySamplers, rng: np.random.Genera
 
 
 def pick_in_category(world, samplers, shard, users, categories, sensitivity, rng, taste_rng) -> np.ndarray:
-    """A popularity-weighted pick; price-sensitive users, shown two, tend to take the cheaper;
-    with P_FAVOURITE_BRAND_PICK instead an item of the user's favourite brand in the category."""
+    """Shown two popularity-weighted items, price-sensitive users tend to take the cheaper, the
+    others the one nearer their price level; with P_FAVOURITE_BRAND_PICK instead an item of the
+    user's favourite brand in the category."""
     first = samplers.item_in_category.sample(categories, rng.random(len(categories)))
     second = samplers.item_in_category.sample(categories, rng.random(len(categories)))
     cheaper = np.where(world.price_z[second] < world.price_z[first], second, first)
-    picked = np.where(rng.random(len(categories)) < sensitivity, cheaper, first)
+    level = shard.price_level[users]
+    nearer = np.where(np.abs(world.price_z[second] - level) < np.abs(world.price_z[first] - level), second, first)
+    picked = np.where(rng.random(len(categories)) < sensitivity, cheaper, nearer)
     brand = shard.favourite_brand[users, categories]
     # A brand none of whose items is in today's catalog yet cannot be picked.
     loyal = (taste_rng.random(len(categories)) < P_FAVOURITE_BRAND_PICK) & (samplers.item_of_brand.mass[brand] > 0)

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from jobs.search.features import (NIGHTLY_FEATURES, CatalogSignals, UserProfiles, candidate_features,
-                                  model_signals)
+                                  model_signals, nightly_columns)
 
 RANKER_FILE, CONFIG_FILE, INDEX_DIR = "ranker.txt", "config.json", "index"
 CATALOG_FILE, VOCABULARY_FILE = "catalog.parquet", "title_tokens.parquet"
@@ -117,7 +117,7 @@ class SearchEngine:
                 results.append({"item_ids": [], "scores": [], "retrievers": []})
                 continue
             features = np.hstack([candidate_features(query, row, candidates, bm25, self.catalog.signals, profiles),
-                                  cosines[row][:, None], *[block[row] for block in signals]])
+                                  nightly_columns(cosines[row], [block[row] for block in signals])])
             scores = self.booster.predict(features)
             best = np.lexsort((np.arange(len(scores)), -scores))[:k]
             lexical = bm25[best] > 0

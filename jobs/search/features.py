@@ -115,6 +115,13 @@ def candidate_features(query: str, user: int, candidates: np.ndarray, bm25: np.n
     ])
 
 
+def nightly_columns(cosines: np.ndarray, model_blocks) -> np.ndarray:
+    """The SEMANTIC_FEATURES and MODEL_FEATURES columns of one search's candidates, in NIGHTLY_FEATURES
+    order after ALL_FEATURES: the cosines, then each scorer's model_signals block (user encoder, fusion).
+    The nightly stage and the served engine both assemble rows through it."""
+    return np.column_stack([cosines, *model_blocks])
+
+
 def model_signals(scorer, histories, candidates: list[np.ndarray], batch_size: int = 512) -> list[np.ndarray]:
     """Per search: [its candidates, 2] = (z-score of the candidate's score over the catalog, its
     rank in the full-catalog list, 1 = best) from a recommendation scorer, for the searcher's

@@ -100,14 +100,24 @@ def subset(rows: RankingRows, scored: list[ScoredSearch], keep) -> RankingRows:
                        np.array([part.stop - part.start for part in picked], dtype=np.int64))
 
 
+def renumbered(searches: list[ScoredSearch]) -> list[ScoredSearch]:
+    """The searches with their rows numbered from 0, in order: where subset(...) of exactly these
+    searches puts each one's rows."""
+    sizes = [search.rows.stop - search.rows.start for search in searches]
+    offsets = np.cumsum([0] + sizes)
+    return [dataclasses.replace(search, rows=slice(int(offsets[i]), int(offsets[i + 1])))
+            for i, search in enumerate(searches)]
+
+
 class SearchRanker:
     def __init__(self, feature_names: tuple[str, ...], booster):
         self.feature_names, self.booster = feature_names, booster
 
     @classmethod
     def fit(cls, train: RankingRows, valid: RankingRows, feature_names: tuple[str, ...], columns: list[int],
-            seed: int = 0) -> "SearchRanker":
-        """columns: which feature columns of the rows this ranker uses (feature_names, in order)."""
+            seed: int = 0, init_model: "SearchRanker | None" = None) -> "SearchRanker":
+        """columns: which feature columns of the rows this ranker uses (feature_names, in order).
+        init_model (same features): more trees from its scores on, one model with both's trees."""
         import lightgbm
 
         model = lightgbm.LGBMRanker(objective="lambdarank", learning_rate=LEARNING_RATE, n_estimators=MAX_TREES,
@@ -115,7 +125,7 @@ class SearchRanker:
                                     n_jobs=2, verbose=-1)
         model.fit(train.features[:, columns], train.grades, group=train.groups, feature_name=list(feature_names),
                   eval_X=(valid.features[:, columns],), eval_y=(valid.grades,), eval_group=[valid.groups],
-                  eval_at=[10],
+                  eval_at=[10], init_model=None if init_model is None else init_model.booster,
                   callbacks=[lightgbm.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)])
         return cls(tuple(feature_names), model.booster_)
 

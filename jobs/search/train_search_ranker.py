@@ -13,18 +13,25 @@ load       models/search/dt=<ds>/ (ranker.txt in LightGBM's own format, index/, 
            reports/search/dt=<ds>/ (search_metrics.json, search_metrics.md, importances.json),
            and an MLflow run "train_search_ranker <ds>" with metrics search.<variant>.<metric>
 
-The rankers are fitted on the valid day's searches and early-stopped on a held-out part of
-its users (search.holdout_fraction); they are measured on the test day. Not the train days:
-the user encoder and the fusion members were fitted on those, so their scores of a train-day
-search's results would be in-sample and a ranker fitted there would learn to trust them more
-than they deserve on a new night (the fusers are fitted on the valid day for the same reason).
-The earlier days still count each query's searches (head / tail queries).
+The rankers learn from the train days' searches and the valid day's, early-stopped on the
+searches of a held-out part of the users (search.holdout_fraction; their searches are never
+fitted on), and are measured on the test day. Tonight's models' features are not computed
+for train-day searches:
+the user encoder and the fusion members were fitted on those days, so their scores there
+would be in-sample and a ranker fitted on them would trust them more than they deserve on a
+new night (the fusers are fitted on the valid day for the same reason). So `personalized`
+is fitted in two stages, as gradient boosting allows: first every feature but the models'
+(missing) on all those searches - that is `personal_history` - then more trees on the valid
+day's fitting users with the models' features, continuing from the first stage's scores
+(early-stopped on the held-out users' valid-day searches), so that the models decide only
+what the earlier days could not teach. The earlier days also
+count each query's searches (head / tail queries).
 
 Variants, all over the same candidates:
   bm25              the lexical index's own list, in its order
   embedding         the semantic retriever's list (cosine order)
   hybrid            query-item, item and cosine features, nothing about the person
-  personal_history  + the searcher's history features
+  personal_history  + the searcher's history features (the first stage of personalized)
   personalized      + tonight's recommendation models (the night's search ranker)
 Metrics per test search (jobs/search/quality.py), in %, with bootstrap intervals resampling
 users (config evaluation), overall and for new / returning users and head / tail queries.
@@ -49,12 +56,12 @@ from jobs.common.night import Night
 from jobs.search.engine import (CATALOG_FILE, CONFIG_FILE, INDEX_DIR, RANKER_FILE, VOCABULARY_FILE, SearchCatalog,
                                 profiles_of)
 from jobs.search.features import (ALL_FEATURES, ITEM_FEATURES, MODEL_FEATURES, NIGHTLY_FEATURES, QUERY_ITEM_FEATURES,
-                                  SEMANTIC_FEATURES, UserProfiles, model_signals)
+                                  SEMANTIC_FEATURES, UserProfiles, model_signals, nightly_columns)
 from jobs.search.quality import METRICS, per_search_metrics, summarize
 
 VARIANT_FEATURES = {
     "hybrid": QUERY_ITEM_FEATURES + ITEM_FEATURES + SEMANTIC_FEATURES,
-    "personal_history": ALL_FEATURES + SEMANTIC_FEATURES,
+    "personal_history": ALL_FEATURES + SEMANTIC_FEATURES,  # fitted over NIGHTLY_FEATURES, the models' missing
     "personalized": NIGHTLY_FEATURES,
 }
 SERVED_VARIANT = "personalized"
@@ -86,18 +93,23 @@ def run(night: Night) -> dict:
         print(f"train_search_ranker {ds}: no search ranker tonight: {reason} → {report_dir}")
         return {"path": report_dir, "skipped": reason}
 
+    train = searches[searches["day"].isin(meta["train_dates"])]
     catalog = night_catalog(config, ds, features.items)
-    built = build_rows(config, ds, features, catalog, pd.concat([valid, test]), interactions)
-    valid_part = built.positions_where(lambda row: row < len(valid))
-    holdout = holdout_of(valid, config)
-    fit = built.rows_of([position for position in valid_part if not holdout[position]])
-    stop = built.rows_of([position for position in valid_part if holdout[position]])
-    rankers = fit_rankers(fit, stop, config["seed"])
-    tested = [search for search in built.scored if search.position >= len(valid)]
+    # Positions: the valid day's searches, the test day's, then the train days' (no model features).
+    built = build_rows(config, ds, features, catalog, pd.concat([valid, test, train]), interactions,
+                       with_models=len(valid) + len(test))
+    part = SearchParts(built, len(valid), len(test), holdout_of(pd.concat([valid, test, train]), config))
+    fit_all, stop_all, fit_valid, stop_valid = (part.rows(name) for name in ("fit_all", "stop_all", "fit_valid",
+                                                                             "stop_valid"))
+    rankers = fit_rankers(fit_all, stop_all, fit_valid, stop_valid, config["seed"])
+    tested = [search for search in built.scored if part.of(search.position) == "test"]
     test_rows = built.rows_of([search.position for search in tested])
     report = evaluate(config, rankers, test_rows, tested, built, searches[~searches["day"].isin(meta["test_dates"])])
-    report["setup"] = {"catalog_items": len(catalog.item_ids), "valid_searches": int(len(valid)),
-                       "fit_searches": int(fit.groups.size), "early_stopping_searches": int(stop.groups.size),
+    report["setup"] = {"catalog_items": len(catalog.item_ids), "train_searches": int(len(train)),
+                       "valid_searches": int(len(valid)),
+                       "fit_searches": {"all": learnable_groups(fit_all), "valid_day": learnable_groups(fit_valid)},
+                       "early_stopping_searches": {"all": learnable_groups(stop_all),
+                                                   "valid_day": learnable_groups(stop_valid)},
                        "test_searches": int(len(test)), "candidates": config["search"]["candidates"],
                        "semantic_candidates": config["search"]["semantic_candidates"],
                        "recommender": built.recommender, "trees": {name: r.trees for name, r in rankers.items()}}
@@ -186,9 +198,38 @@ class BuiltRows:
         return subset(self.rows, self.scored, lambda position: position in wanted)
 
 
+@dataclasses.dataclass
+class SearchParts:
+    """Which part each search position of BuiltRows is in: the test day's, or - valid day or
+    earlier, by its user's holdout - fit_valid / stop_valid / fit_earlier / stop_earlier."""
+    built: BuiltRows
+    n_valid: int
+    n_test: int
+    holdout: np.ndarray  # per search position (test positions: ignored)
+
+    def of(self, position: int) -> str:
+        if self.n_valid <= position < self.n_valid + self.n_test:
+            return "test"
+        use = "stop" if self.holdout[position] else "fit"
+        return f"{use}_valid" if position < self.n_valid else f"{use}_earlier"
+
+    def rows(self, name: str):
+        """The rows of a part, or of fit_all / stop_all: the earlier days' and the valid day's."""
+        wanted = (name.replace("_all", "_earlier"), name.replace("_all", "_valid")) if name.endswith("_all") \
+            else (name,)
+        return self.built.rows_of(self.built.positions_where(lambda position: self.of(position) in wanted))
+
+
+def learnable_groups(rows) -> int:
+    from jobs.search.ranker import learnable
+
+    return int(learnable(rows).groups.size)
+
+
 def build_rows(config: dict, ds: str, features, catalog: SearchCatalog, searches: pd.DataFrame,
-               interactions: pd.DataFrame) -> BuiltRows:
-    """Candidates (BM25 top-N) and NIGHTLY_FEATURES of every search, in the order given."""
+               interactions: pd.DataFrame, with_models: int | None = None) -> BuiltRows:
+    """Candidates (BM25 top-N) and NIGHTLY_FEATURES of every search, in the order given; the
+    models' features only for the first with_models searches (all by default), missing after."""
     from jobs.common.features import histories_before
     from jobs.search.lexical import LexicalIndex
     from jobs.search.ranker import candidate_rows
@@ -207,8 +248,12 @@ def build_rows(config: dict, ds: str, features, catalog: SearchCatalog, searches
 
     recommender = choose_variant(config, ds)
     scorers = load_all_scorers(night_model_dirs(config, ds), features.items, features.n_items)
-    candidate_idx = [catalog.item_idx[candidates] for candidates, _ in retrieved]
-    signals = [model_signals(scorers[name], histories, candidate_idx) for name in ("user_encoder", recommender)]
+    modelled = len(searches) if with_models is None else with_models
+    candidate_idx = [catalog.item_idx[candidates] for candidates, _ in retrieved[:modelled]]
+    # model_signals reads the histories of the first len(candidate_idx) searches only.
+    signals = [model_signals(scorers[name], histories, candidate_idx)
+               + [np.full((len(candidates), 2), np.nan) for candidates, _ in retrieved[modelled:]]
+               for name in ("user_encoder", recommender)]
 
     relevance = {search: {catalog.position_of_id.get(item, item): grade for item, grade in zip(group[schema.ITEM_ID],
                                                                                                 group["grade"])}
@@ -216,8 +261,8 @@ def build_rows(config: dict, ds: str, features, catalog: SearchCatalog, searches
     rows, scored = candidate_rows(searches[schema.QUERY], np.arange(len(searches)),
                                   [relevance.get(search) for search in searches["search_id"]], retrieved,
                                   catalog.signals, profiles,
-                                  extra_features=lambda position, _: np.column_stack(
-                                      [cosines[position], *[s[position] for s in signals]]),
+                                  extra_features=lambda position, _: nightly_columns(
+                                      cosines[position], [block[position] for block in signals]),
                                   n_extra=len(SEMANTIC_FEATURES) + len(MODEL_FEATURES))
     return BuiltRows(rows, scored, searches, histories.items.any(axis=1), index, recommender)
 
@@ -253,26 +298,50 @@ def title_vocabulary(config: dict, ds: str) -> pd.DataFrame:
                                                                                  schema.VOCABULARY_ID])
 
 
-def holdout_of(valid: pd.DataFrame, config: dict) -> np.ndarray:
+def holdout_of(searches: pd.DataFrame, config: dict) -> np.ndarray:
+    """Per search: its user is one of the search.holdout_fraction held out from fitting."""
     from jobs.fusion.fuse import holdout_mask
 
-    return holdout_mask(valid[schema.USER_ID].to_numpy(), config["search"]["holdout_fraction"], config["seed"],
+    return holdout_mask(searches[schema.USER_ID].to_numpy(), config["search"]["holdout_fraction"], config["seed"],
                         "search", "fit the search rankers")
 
 
-def fit_rankers(fit, stop, seed: int) -> dict:
+def fit_rankers(fit_all, stop_all, fit_valid, stop_valid, seed: int) -> dict:
+    """hybrid on every fitting search; personalized in two stages (module docstring), the first of
+    which is personal_history. fit_all / stop_all: the fitting / held-out users' searches of the
+    earlier days and the valid day; fit_valid / stop_valid: their valid-day searches only."""
     from jobs.search.ranker import SearchRanker, learnable
 
-    fit, stop = learnable(fit), learnable(stop)
-    if not fit.groups.size or not stop.groups.size:
-        raise ValueError(f"{fit.groups.size} fitting and {stop.groups.size} early-stopping searches have a "
-                         f"relevant candidate: the rankers need both")
-    return {variant: SearchRanker.fit(fit, stop, names, [NIGHTLY_FEATURES.index(name) for name in names], seed=seed)
-            for variant, names in VARIANT_FEATURES.items()}
+    fit_all, stop_all = learnable(fit_all), learnable(stop_all)
+    fit_valid, stop_valid = learnable(fit_valid), learnable(stop_valid)
+    if not fit_valid.groups.size or not stop_valid.groups.size:
+        raise ValueError(f"{fit_valid.groups.size} fitting and {stop_valid.groups.size} early-stopping valid-day "
+                         f"searches have a relevant candidate: the rankers need both")
+    every = list(range(len(NIGHTLY_FEATURES)))
+    hybrid = VARIANT_FEATURES["hybrid"]
+    first = SearchRanker.fit(without_models(fit_all), without_models(stop_all), NIGHTLY_FEATURES, every, seed=seed)
+    if any(first.importances()[name] for name in MODEL_FEATURES):  # all missing: no tree can split on them
+        raise AssertionError("the first stage split on tonight's models' features, which it never saw")
+    return {"hybrid": SearchRanker.fit(fit_all, stop_all, hybrid, [NIGHTLY_FEATURES.index(name) for name in hybrid],
+                                       seed=seed),
+            "personal_history": first,
+            "personalized": SearchRanker.fit(fit_valid, stop_valid, NIGHTLY_FEATURES, every, seed=seed,
+                                             init_model=first)}
+
+
+def without_models(rows):
+    """The rows with tonight's models' features missing (as on the earlier days)."""
+    from jobs.search.ranker import RankingRows
+
+    features = rows.features.copy()
+    features[:, [NIGHTLY_FEATURES.index(name) for name in MODEL_FEATURES]] = np.nan
+    return RankingRows(features, rows.grades, rows.groups)
 
 
 def evaluate(config: dict, rankers: dict, test_rows, tested: list, built: BuiltRows, earlier: pd.DataFrame) -> dict:
     """{variant: {metric, metric_ci, searches, segments: {segment: the same}}} on the test searches."""
+    from jobs.search.ranker import renumbered
+
     settings = config["evaluation"]
     bm25_rank = test_rows.features[:, NIGHTLY_FEATURES.index("bm25_rank")]
     lexical = test_rows.features[:, NIGHTLY_FEATURES.index("bm25")] > 0
@@ -282,10 +351,7 @@ def evaluate(config: dict, rankers: dict, test_rows, tested: list, built: BuiltR
               "embedding": test_rows.features[:, NIGHTLY_FEATURES.index("embedding_cosine")]}
     for variant, ranker in rankers.items():
         scores[variant] = ranker.score(test_rows.features[:, [NIGHTLY_FEATURES.index(n) for n in ranker.feature_names]])
-    # Scores are per test row; each tested search's rows are renumbered from 0 in test_rows.
-    offsets = np.cumsum([0] + [search.rows.stop - search.rows.start for search in tested])
-    local = [dataclasses.replace(search, rows=slice(int(offsets[i]), int(offsets[i + 1])))
-             for i, search in enumerate(tested)]
+    local = renumbered(tested)  # scores are per row of test_rows, the tested searches' rows in order
     positions = [search.position for search in tested]
     rows = built.searches.iloc[positions]
     users = rows[schema.USER_ID].astype(str).to_numpy()

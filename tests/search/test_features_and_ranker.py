@@ -93,3 +93,18 @@ def test_the_ranker_learns_a_brand_preference_only_personal_features_reveal():
 def test_ranking_rows_must_add_up():
     with pytest.raises(ValueError, match="rows do not add up"):
         RankingRows(np.zeros((3, 2)), np.zeros(3), np.array([2, 2]))
+
+
+def test_renumbered_searches_point_at_their_rows_in_a_subset_of_exactly_them():
+    from jobs.search.ranker import ScoredSearch, renumbered, subset
+
+    features = np.arange(30, dtype=np.float64)[:, None]
+    rows = RankingRows(features, np.zeros(30, dtype=np.int64), np.array([30]))
+    searches = [ScoredSearch(0, slice(5, 8), np.arange(3), {}), ScoredSearch(1, slice(8, 8), np.arange(0), {}),
+                ScoredSearch(2, slice(20, 22), np.arange(2), {})]
+    local = renumbered(searches)
+    # sizes 3, 0, 2 -> rows 0-2, none (3:3), 3-4
+    assert [search.rows for search in local] == [slice(0, 3), slice(3, 3), slice(3, 5)]
+    picked = subset(rows, searches, lambda position: True)
+    for before, after in zip(searches, local):
+        np.testing.assert_array_equal(picked.features[after.rows], features[before.rows])

@@ -41,3 +41,55 @@ def test_a_night_without_searches_says_why_and_trains_nothing(tmp_config):
     skipped = register_search_ranker.run(Night.plan(tmp_config, DATES[-1]))
     assert skipped == {"skipped": f"train_search_ranker saved no ranker for {DATES[-1]} "
                                   f"(see reports/search/dt={DATES[-1]})"}
+
+
+def test_the_served_ranker_learns_history_on_all_days_then_the_models_on_the_valid_day_only():
+    # Every search: 20 candidates, one relevant. On the earlier days the relevant one is the one
+    # seen before (models' features missing there, as in the stage); on the valid day it is
+    # the one the encoder scores highest (encoder_z 2 against 0) while seen_before says
+    # nothing. The first stage (personal_history) can learn only the former and never splits on
+    # the models' features; the second stage adds trees that read encoder_z.
+    import numpy as np
+
+    from jobs.search.features import MODEL_FEATURES, NIGHTLY_FEATURES
+    from jobs.search.quality import per_search_metrics
+    from jobs.search.ranker import RankingRows, ScoredSearch
+    from jobs.search.train_search_ranker import fit_rankers
+
+    rng = np.random.default_rng(0)
+    seen, encoder = NIGHTLY_FEATURES.index("seen_before"), NIGHTLY_FEATURES.index("encoder_z")
+
+    def searches(n, earlier):
+        features = rng.normal(size=(n * 20, len(NIGHTLY_FEATURES)))
+        relevant = np.arange(n) * 20 + rng.integers(0, 20, size=n)
+        grades = np.zeros(n * 20, dtype=np.int64)
+        grades[relevant] = 1
+        features[:, seen] = 0.0
+        if earlier:
+            features[relevant, seen] = 1.0
+            features[:, [NIGHTLY_FEATURES.index(name) for name in MODEL_FEATURES]] = np.nan
+        else:
+            features[:, encoder] = np.where(grades == 1, 2.0, 0.0)
+        return RankingRows(features, grades, np.full(n, 20))
+
+    def joined(first, second):
+        return RankingRows(np.vstack([first.features, second.features]), np.concatenate([first.grades, second.grades]),
+                           np.concatenate([first.groups, second.groups]))
+
+    fit_valid, stop = searches(150, False), searches(150, False)
+    rankers = fit_rankers(joined(searches(400, True), fit_valid), joined(searches(200, True), stop), fit_valid, stop,
+                          seed=0)
+
+    first, served = rankers["personal_history"], rankers["personalized"]
+    assert first.feature_names == served.feature_names == NIGHTLY_FEATURES
+    assert not any(first.importances()[name] for name in MODEL_FEATURES)
+    assert first.importances()["seen_before"] > 0.5 and served.importances()["encoder_z"] > 0
+    assert served.trees > first.trees
+    scored = [ScoredSearch(n, slice(20 * n, 20 * n + 20), np.arange(20), {}) for n in range(150)]
+    for search in scored:
+        search.relevance.update({int(np.flatnonzero(stop.grades[search.rows])[0]): 1})
+
+    def ndcg(ranker):
+        return per_search_metrics(ranker.score(stop.features), scored)["NDCG@10"].mean()  # in %
+
+    assert ndcg(served) > 90 > ndcg(first)
