@@ -110,7 +110,7 @@ def registry_summary(config: dict, name: str) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--date", required=True, help="logical date of the night to run (YYYY-MM-DD)")
-    parser.add_argument("--scale", default="small", choices=("tiny", "small", "large"))
+    parser.add_argument("--scale", default="small", choices=("tiny", "small", "wide", "large"))
     parser.add_argument("--days", type=int, default=14, help="days of synthetic history to land")
     parser.add_argument("--input", help="a folder with landing/events and landing/catalog to use instead")
     parser.add_argument("--conf", default="{}", help="DAG run params as JSON, e.g. '{\"user_encoder_epochs\": 3}'")

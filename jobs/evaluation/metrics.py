@@ -411,13 +411,35 @@ def _check_ranks(ranks) -> np.ndarray:
 def _mask_of_best(catalog_scores: np.ndarray, k: int) -> np.ndarray:
     """Boolean mask with exactly k True per row: every score above the k-th best, plus
     the lowest-index items among those tied with the k-th best. O(n x n_items), no full sort."""
-    n_items = catalog_scores.shape[1]
-    kth_best = np.partition(catalog_scores, n_items - k, axis=1)[:, n_items - k][:, None]
+    kth_best = _kth_best(catalog_scores, k)[:, None]
     above = catalog_scores > kth_best
     tied = catalog_scores == kth_best
     places_left = k - above.sum(axis=1, keepdims=True)
     first_tied = tied & (np.cumsum(tied, axis=1) <= places_left)
     return above | first_tied
+
+
+def _kth_best(catalog_scores: np.ndarray, k: int) -> np.ndarray:
+    """The k-th best score of each row (what np.partition finds).
+
+    numpy's selection slows down by an order of magnitude on rows where most values are equal
+    (12 ms instead of 0.7 ms for 100,000 items, 95% of them at zero), which is what a
+    popularity-like member gives a large catalog: most items at its floor. So where a row's
+    minimum is held by many items, the selection runs on the values above it only; the
+    result is the same value."""
+    n_items = catalog_scores.shape[1]
+    if np.isnan(catalog_scores).any():  # NaN's place in a partition: leave it to numpy
+        return np.partition(catalog_scores, n_items - k, axis=1)[:, n_items - k]
+    lowest = catalog_scores.min(axis=1)
+    floor_heavy = (catalog_scores == lowest[:, None]).sum(axis=1) > n_items // 2
+    kth = np.empty(len(catalog_scores), dtype=catalog_scores.dtype)
+    if not floor_heavy.all():
+        kth[~floor_heavy] = np.partition(catalog_scores[~floor_heavy], n_items - k, axis=1)[:, n_items - k]
+    for row in np.flatnonzero(floor_heavy):
+        above_floor = catalog_scores[row][catalog_scores[row] > lowest[row]]
+        kth[row] = (lowest[row] if len(above_floor) < k  # the k-th best is at the floor itself
+                    else np.partition(above_floor, len(above_floor) - k)[len(above_floor) - k])
+    return kth
 
 
 def _check_scores_and_targets(scores, targets) -> tuple[np.ndarray, np.ndarray]:

@@ -135,12 +135,27 @@ def model_signals(scorer, histories, candidates: list[np.ndarray], batch_size: i
         scores = np.where(np.isfinite(scores), scores, np.nan)  # padding and items out of the catalog
         z = (scores - np.nanmean(scores, axis=1, keepdims=True)) / np.maximum(np.nanstd(scores, axis=1, keepdims=True),
                                                                               1e-12)
-        order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), axis=1, kind="stable")
-        rank = np.empty_like(order)
-        np.put_along_axis(rank, order, np.arange(1, scores.shape[1] + 1)[None, :].repeat(len(order), 0), axis=1)
+        ranked = np.nan_to_num(scores, nan=-np.inf)
         for offset, items in enumerate(candidates[rows]):
-            block = np.column_stack([z[offset, items], rank[offset, items].astype(np.float64)])
+            block = np.column_stack([z[offset, items], catalog_ranks(ranked[offset], items).astype(np.float64)])
             if not histories.items[start + offset].any():
                 block[:] = np.nan
             signals.append(block)
     return signals
+
+
+def catalog_ranks(scores: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """The 1-based rank of each of items in the whole row's list, best first, equal scores in
+    item order (what a stable argsort of -scores gives), without ordering the whole row: one
+    sort of the scores (several times cheaper than an index sort at 100,000 items) and a count
+    of the equal scores before each item where it shares its score."""
+    items = np.asarray(items, dtype=np.int64)
+    ascending = np.sort(scores)
+    wanted = scores[items]
+    above = len(scores) - np.searchsorted(ascending, wanted, side="right")
+    equal = np.searchsorted(ascending, wanted, side="right") - np.searchsorted(ascending, wanted, side="left")
+    before = np.zeros(len(items), dtype=np.int64)
+    for value in np.unique(wanted[equal > 1]):
+        sharing = wanted == value
+        before[sharing] = np.searchsorted(np.flatnonzero(scores == value), items[sharing])
+    return above + before + 1

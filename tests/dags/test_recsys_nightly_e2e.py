@@ -393,6 +393,27 @@ def test_the_head_queries_ranked_per_segment_by_the_search_champion_are_served_b
         reader.close()
 
 
+def test_the_search_latency_bench_times_the_registered_champion_beside_bm25(pipeline, tmp_path):
+    # bench/search_latency.py --reuse on this night (the bench builds its own 100,000-item night
+    # otherwise), in a fresh process as `make bench-search-latency` runs it.
+    import os
+    import subprocess
+
+    config = pipeline["config"]
+    output = tmp_path / "latency.json"
+    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "search_latency.py"), "--reuse", "--home",
+                             config["home"], "--date", DS, "--requests", "15", "--warmup", "2", "--output", str(output)],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    measured = json.loads(output.read_text())
+    assert measured["requests"] == 15 and measured["night"] == DS
+    for path in ("served_ranker_ms", "bm25_alone_ms"):
+        assert 0 < measured[path]["p50"] <= measured[path]["p95"] <= measured[path]["p99"]
+    assert measured["ratio_p50"] > 1  # the served ranker does far more than one index lookup
+    assert "| served search ranker (pyfunc) |" in result.stdout
+
+
 def test_gate_and_recommend_work_in_a_fresh_process_like_an_airflow_worker(pipeline, tmp_path):
     # dag.test() runs every task in this process, so state one task left behind (say, the
     # MLflow tracking URI) could hide a task that fails on its own in a real worker. Run the

@@ -484,3 +484,17 @@ def test_a_bad_evaluation_setting_is_named_when_the_config_is_resolved(setting, 
 
     with pytest.raises(ValueError, match=re.escape(message)):
         resolve_config({"evaluation": setting}, environ={})
+
+
+def test_top_k_on_rows_mostly_at_their_floor_matches_a_full_sort():
+    # Popularity-like members leave most of a large catalog at one floor score; top_k then
+    # selects among the values above it. Reference: a full sort by (-score, item index).
+    from jobs.evaluation.metrics import top_k
+
+    rng = np.random.default_rng(5)
+    for floor_share, k in ((0.95, 10), (0.999, 10), (0.5, 40), (0.0, 7)):
+        scores = rng.integers(0, 50, size=(4, 2001)).astype(np.float64)
+        scores[rng.random(scores.shape) < floor_share] = -3.0
+        scores[:, 0] = -np.inf  # column 0 is padding
+        expected = [sorted(range(1, 2001), key=lambda item: (-row[item], item))[:k] for row in scores]
+        np.testing.assert_array_equal(top_k(scores, k), expected)

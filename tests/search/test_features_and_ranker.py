@@ -108,3 +108,19 @@ def test_renumbered_searches_point_at_their_rows_in_a_subset_of_exactly_them():
     picked = subset(rows, searches, lambda position: True)
     for before, after in zip(searches, local):
         np.testing.assert_array_equal(picked.features[after.rows], features[before.rows])
+
+
+def test_catalog_ranks_are_those_of_a_stable_sort_of_the_whole_row():
+    from jobs.search.features import catalog_ranks
+
+    # scores 0.5, 2, 2, -inf, 2, 1 -> order by (-score, index): 1, 2, 4, 5, 0, 3
+    row = np.array([0.5, 2.0, 2.0, -np.inf, 2.0, 1.0])
+    np.testing.assert_array_equal(catalog_ranks(row, np.array([4, 0, 3, 1])), [3, 5, 6, 1])
+    rng = np.random.default_rng(2)
+    for _ in range(50):
+        scores = rng.integers(0, 6, size=300).astype(np.float64)
+        scores[rng.random(300) < 0.3] = -np.inf
+        items = rng.choice(300, size=40, replace=False)
+        rank = np.empty(300, dtype=np.int64)
+        rank[np.argsort(-scores, kind="stable")] = np.arange(1, 301)
+        np.testing.assert_array_equal(catalog_ranks(scores, items), rank[items])
