@@ -195,6 +195,7 @@ def encoder_settings(model: str, options: argparse.Namespace) -> dict:
     common = {"architecture": model, "embedding_dim": options.encoder_dim, "hidden_dim": options.encoder_dim,
               "logit_scale": options.encoder_logit_scale, "max_train_minutes": options.encoder_max_minutes,
               "learning_rate_decay": options.encoder_lr_decay,
+              **({} if options.encoder_repeat_head is None else {"repeat_head": options.encoder_repeat_head}),
               # The sessions files carry no timestamps: every gap would be "unknown".
               "time_gaps": False}
     if model == "gru":
@@ -406,6 +407,8 @@ def _forwarded_options(options: argparse.Namespace) -> list[str]:
     forwarded = ["--data", str(options.data)]
     if options.knn_include_self:
         forwarded.append("--knn-include-self")
+    if options.encoder_repeat_head is not None:
+        forwarded.append("--encoder-repeat-head" if options.encoder_repeat_head else "--no-encoder-repeat-head")
     for name in ("knn_neighbours", "knn_regularization", "als_rank", "als_iterations", "spark_master",
                  "gru_epochs", "gru_max_len", "sasrec_epochs", "sasrec_blocks", "sasrec_heads", "sasrec_dropout",
                  "encoder_dim", "encoder_logit_scale", "encoder_lr_decay", "encoder_max_minutes",
@@ -474,6 +477,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--encoder-lr-decay", type=float, default=ENCODER_LR_DECAY,
                         help="both encoders' learning rate is multiplied by it before each epoch after the first "
                              "(1: constant)")
+    parser.add_argument("--encoder-repeat-head", action=argparse.BooleanOptionalAction, default=None,
+                        help="a RepeatNet repeat-explore head on both encoders (default: the config's "
+                             "user_encoder.repeat_head)")
     parser.add_argument("--encoder-max-minutes", type=float, default=None,
                         help="time budget per encoder: stop after the epoch past which another would overrun it, "
                              "keeping the best epoch (default: none)")

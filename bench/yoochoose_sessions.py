@@ -77,13 +77,17 @@ def convert(train: pd.DataFrame, test: pd.DataFrame, min_support: int = MIN_SUPP
 
 
 def write_protocol(output: Path, train_sessions: list, examples: list, source: str) -> None:
+    """train_sessions.txt and test_examples.tsv into output; prints their sizes and the share of repeats."""
     output.mkdir(parents=True, exist_ok=True)
     with open(output / "train_sessions.txt", "w") as handle:
-        handle.write(f"# {source}: {len(train_sessions)} sessions (bench/yoochoose_sessions.py)\n")
+        handle.write(f"# {source}: {len(train_sessions)} sessions\n")
         handle.writelines(" ".join(map(str, session)) + "\n" for session in train_sessions)
     with open(output / "test_examples.tsv", "w") as handle:
         handle.write("prefix\tlabel\n")
         handle.writelines(f"{' '.join(map(str, prefix))}\t{label}\n" for prefix, label in examples)
+    repeats = sum(label in prefix for prefix, label in examples) / max(len(examples), 1)
+    print(f"{output}: {len(train_sessions)} train sessions, {len(examples)} test examples "
+          f"({100 * repeats:.1f}% of the targets already in their prefix)")
 
 
 def only_file(folder: Path, suffix: str) -> Path:
@@ -106,9 +110,6 @@ def main(argv=None) -> int:
         print(f"yoochoose_sessions: {error}", file=sys.stderr)
         return 1
     write_protocol(args.output, train_sessions, examples, args.input.name)
-    repeats = sum(label in prefix for prefix, label in examples) / max(len(examples), 1)
-    print(f"{args.output}: {len(train_sessions)} train sessions, {len(examples)} test examples "
-          f"({100 * repeats:.1f}% of the targets already in their prefix)")
     return 0
 
 

@@ -25,7 +25,11 @@ The generative story (every number below is a named constant in this module):
    and browses a geometric number of items: each next item is a successor of the current
    one, a fresh pick in the session's category (shown two, price-sensitive users take the
    cheaper, the others the one nearer their price level), a search result, or - rarely - a
-   switch to another category of their taste.
+   switch to another category of their taste. From the third step on, a session goes back
+   with P_REVISIT to an item it viewed before (not the one it is on; the nearer back, the
+   likelier), as shoppers compare items and return to one, and continues from there: about
+   a third of the views from the third on return to an earlier item (a tenth without the
+   revisits, from successor walks that come back).
    Some sessions start with a search whose query is a category word (sometimes with a
    brand); the first viewed items then contain that word in their title.
 4. Search. A search shows SHOWN_RESULTS items holding the query word, in the shop's
@@ -140,6 +144,12 @@ P_QUERY_WITH_BRAND = 0.3
 P_NEXT_SUCCESSOR = 0.55
 P_NEXT_SEARCH_RESULT = 0.25  # only in search sessions
 P_NEXT_SWITCH_CATEGORY = 0.08
+# Revisits: from its third step on, a session goes back to an item it viewed before (not the
+# one it is on) with P_REVISIT, the way shoppers compare two items or return to one; k
+# steps back (k >= 2) with weight REVISIT_DECAY ** (k - 2), further back than the first
+# item counting as the first. The session then continues from the revisited item.
+P_REVISIT = 0.25
+REVISIT_DECAY = 0.5
 # Search results (the choice model in the module docstring) and brand loyalty in browsing.
 SHOWN_RESULTS = 10
 RESULT_POSITION_DECAY = 0.7
@@ -198,6 +208,8 @@ FUNNEL_CODES = tuple(schema.EVENT_TYPES.index(t) for t in schema.ITEM_EVENT_TYPE
 STREAM_WORLD, STREAM_USERS, STREAM_DAY = 1, 2, 3
 # Brand and price tastes and the choices they drive draw from streams of their own.
 STREAM_TASTES, STREAM_TASTE_DAY = 4, 5
+# Revisits draw from their own stream too: adding them left every other draw as it was.
+STREAM_REVISIT_DAY = 6
 
 
 # ===========================================================================================
@@ -560,10 +572,11 @@ def search_choice(world, samplers, shard, users, words, first_shown, taste_rng) 
     return shown[np.arange(len(words)), np.argmax(utility, axis=1)]
 
 
-def browse_items(world, samplers, shard, sessions, rng, taste_rng) -> np.ndarray:
+def browse_items(world, samplers, shard, sessions, rng, taste_rng, revisit_rng=None) -> np.ndarray:
     """The items each session views, step by step: [n_sessions, longest session], -1 padded.
 
     Sessions advance in lockstep, so every step is one vectorised draw for all of them.
+    revisit_rng: the stream of the revisits (None: no revisits).
     """
     n_sessions, longest = len(sessions.user), int(sessions.n_steps.max(initial=0))
     items = np.full((n_sessions, longest), -1, dtype=np.int64)
@@ -581,7 +594,17 @@ def browse_items(world, samplers, shard, sessions, rng, taste_rng) -> np.ndarray
         active = np.flatnonzero(sessions.n_steps > step)
         items[active, step] = next_items(world, samplers, shard, sessions, category, sensitivity,
                                          active, items[active, step - 1], rng, taste_rng)
+        if revisit_rng is not None and step >= 2:
+            items[active, step] = revisited_items(items[active, :step + 1], step, revisit_rng)
     return items
+
+
+def revisited_items(viewed: np.ndarray, step: int, rng: np.random.Generator) -> np.ndarray:
+    """viewed [n, step + 1] (this step's item last) -> this step's items, some replaced by a revisit."""
+    steps_back = np.minimum(2 + rng.geometric(1.0 - REVISIT_DECAY, size=len(viewed)) - 1, step)
+    earlier = viewed[np.arange(len(viewed)), step - steps_back]
+    revisit = (rng.random(len(viewed)) < P_REVISIT) & (earlier != viewed[:, step - 1])
+    return np.where(revisit, earlier, viewed[:, step])
 
 
 def next_items(world, samplers, shard, sessions, category, sensitivity, active, last, rng, taste_rng):
@@ -617,11 +640,12 @@ def funnel_depth(world, shard, session_user, item, rng) -> np.ndarray:
 
 
 def simulate_day(world: World, samplers: DaySamplers, shard: UserShard, day_start_ms: int,
-                 rng: np.random.Generator, taste_rng: np.random.Generator) -> Events:
+                 rng: np.random.Generator, taste_rng: np.random.Generator,
+                 revisit_rng: np.random.Generator | None = None) -> Events:
     """Genuine events of one user shard on one day, in time order (brand-loyal picks, search
-    choices and query typos drawn from taste_rng)."""
+    choices and query typos drawn from taste_rng; revisits from revisit_rng, None: none)."""
     sessions = plan_sessions(shard, samplers, rng)
-    items = browse_items(world, samplers, shard, sessions, rng, taste_rng)
+    items = browse_items(world, samplers, shard, sessions, rng, taste_rng, revisit_rng)
     session_of_step, step = np.nonzero(items >= 0)  # row-major: by session, then step
     step_item = items[session_of_step, step]
     depth = funnel_depth(world, shard, sessions.user[session_of_step], step_item, rng)
@@ -935,7 +959,9 @@ def write_day(world: World, scale: Scale, scale_name: str, seed: int, rates: dic
         for part in range(parts):
             rng = np.random.default_rng(np.random.SeedSequence([seed, STREAM_DAY, date_ordinal, part]))
             taste_rng = np.random.default_rng(np.random.SeedSequence([seed, STREAM_TASTE_DAY, date_ordinal, part]))
-            events = simulate_day(world, samplers, user_shard(scale, seed, part), day_start_ms, rng, taste_rng)
+            revisit_rng = np.random.default_rng(np.random.SeedSequence([seed, STREAM_REVISIT_DAY, date_ordinal, part]))
+            events = simulate_day(world, samplers, user_shard(scale, seed, part), day_start_ms, rng, taste_rng,
+                                  revisit_rng)
             # Bot ids follow the genuine user ids, a block per part so parts never share a bot.
             first_bot = scale.n_users + part * 1000
             landed = land_part(events, world, samplers, rates, first_bot, day_start_ms,

@@ -206,6 +206,11 @@ class UserEncoderConfig(Section):
     # Each event also carries the bucketed time since the user's previous event
     # (schema.GAP_BUCKET_EDGES_SECONDS); false: items and event types only.
     time_gaps: bool = True
+    # A RepeatNet repeat-explore head (jobs/train/models/repeat_head.py): a session's own
+    # items are also scored by attention over its positions, mixed with the catalog
+    # softmax by a learned gate. false: the catalog softmax alone. Chosen on validation
+    # prefixes (bench/README.md, "Repeat-aware encoders").
+    repeat_head: bool = True
     # Stop after the epoch past which another would overrun this many minutes, keeping
     # the best epoch so far (null: no budget).
     max_train_minutes: float | None = None

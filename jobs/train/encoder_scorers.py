@@ -80,6 +80,28 @@ class EmbeddingScorer:
         return np.asarray(self._encode_histories(items, types, gaps), dtype=np.float32)
 
 
+class RepeatExploreScorer(EmbeddingScorer):
+    """Scores of an encoder with a repeat head: log p(i) of the repeat-explore mixture.
+
+    encode_histories returns (user vectors [n, d], repeat weights [n, L]); the explore
+    mode's logits are user vectors @ item vectors as in EmbeddingScorer, and the repeat
+    weights add the probability of the history's own items (jobs/train/models/repeat_head.py).
+    user_vectors() are the explore mode's vectors alone (for the feature-level fusion).
+    """
+
+    def score_batches(self, items: np.ndarray, types: np.ndarray,
+                      gaps: np.ndarray | None = None) -> Iterator[np.ndarray]:
+        from jobs.train.models.repeat_head import repeat_explore_log_probabilities
+
+        for batch in self._batches(items, types, gaps):
+            user_vectors, repeat_weights = self._encode_histories(*batch)
+            logits = np.asarray(user_vectors, dtype=np.float32) @ self.item_vectors.T
+            yield repeat_explore_log_probabilities(logits, np.asarray(repeat_weights), batch[0])
+
+    def _encode_batch(self, items: np.ndarray, types: np.ndarray, gaps: np.ndarray) -> np.ndarray:
+        return np.asarray(self._encode_histories(items, types, gaps)[0], dtype=np.float32)
+
+
 def recall_at_k(scorer: EmbeddingScorer, items: np.ndarray, types: np.ndarray, targets: np.ndarray, k: int,
                 gaps: np.ndarray | None = None) -> float:
     """Share of examples whose target ranks in the catalog's top k, ranked exactly as
@@ -100,6 +122,7 @@ def load_user_encoder_scorer(model_dir: str) -> EmbeddingScorer:
     """Scorer of models/user_encoder/dt=<ds>: the encoder's user vector against the tied item table."""
     import keras
 
+    import jobs.train.models.repeat_head  # noqa: F401  registers the repeat head's layers, likewise
     import jobs.train.models.sasrec  # noqa: F401  registers the SASRec layers, so its saved models can be loaded
 
     encoder = keras.saving.load_model(_model_file(model_dir, MODEL_FILE), compile=False)
@@ -109,12 +132,16 @@ def load_user_encoder_scorer(model_dir: str) -> EmbeddingScorer:
 def user_encoder_scorer(encoder, item_table: np.ndarray) -> EmbeddingScorer:
     """Scorer around an in-memory Keras encoder (also used per epoch during training)."""
 
-    def encode_histories(items: np.ndarray, types: np.ndarray, gaps: np.ndarray) -> np.ndarray:
+    from jobs.train.models.repeat_head import has_repeat_head
+
+    def encode_histories(items: np.ndarray, types: np.ndarray, gaps: np.ndarray):
         # predict_on_batch runs Keras' compiled predict step: on one history it takes about 1 ms
         # where calling the model eagerly takes about 50 (a served search request scores one).
-        return np.asarray(encoder.predict_on_batch(encoder_inputs(encoder, items, types, gaps)))
+        outputs = encoder.predict_on_batch(encoder_inputs(encoder, items, types, gaps))
+        return tuple(np.asarray(output) for output in outputs) if has_repeat_head(encoder) else np.asarray(outputs)
 
-    return EmbeddingScorer(USER_ENCODER, item_table, encode_histories)
+    scorer_class = RepeatExploreScorer if has_repeat_head(encoder) else EmbeddingScorer
+    return scorer_class(USER_ENCODER, item_table, encode_histories)
 
 
 def encoder_inputs(encoder, items: np.ndarray, types: np.ndarray, gaps: np.ndarray | None) -> list:

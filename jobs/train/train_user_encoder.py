@@ -162,11 +162,13 @@ def _build_architecture(settings: dict, n_items: int, n_event_types: int, max_le
 
     architecture = settings["architecture"]
     embedding_dim, hidden_dim, time_gaps = settings["embedding_dim"], settings["hidden_dim"], settings["time_gaps"]
+    repeat_head = settings["repeat_head"]
     if architecture == ARCHITECTURE_GRU:
-        return build_user_encoder(n_items, n_event_types, max_len, embedding_dim, hidden_dim, time_gaps=time_gaps)
+        return build_user_encoder(n_items, n_event_types, max_len, embedding_dim, hidden_dim, time_gaps=time_gaps,
+                                  repeat_head=repeat_head)
     if architecture == ARCHITECTURE_SASREC:
         return sasrec.build_sasrec_encoder(
             n_items, n_event_types, max_len, embedding_dim, hidden_dim,
             num_blocks=settings["num_blocks"], num_heads=settings["num_heads"], dropout=settings["dropout"],
-            time_gaps=time_gaps)
+            time_gaps=time_gaps, repeat_head=repeat_head)
     raise ValueError(f"user_encoder.architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}")

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from devtools import generate
@@ -407,3 +408,25 @@ def test_users_browse_nearer_their_price_level_than_other_users_do():
         return np.mean(np.abs(world.price_z[item] - shard.price_level[users]))
 
     assert price_distance(user) < price_distance(others) - 0.04  # 1.063 against 1.119 when written (0.025 before)
+
+
+def revisit_share(revisit_rng) -> float:
+    """Share of a small day's views, from a session's third on, that return to an item the
+    session viewed before the previous one (a comparison or a return)."""
+    scale = generate.SCALES["small"]
+    world = generate.build_world(scale, seed=7, days=1)
+    events = generate.simulate_day(world, generate.day_samplers(world, 0), generate.user_shard(scale, seed=7, part=0),
+                                   0, np.random.default_rng(1), np.random.default_rng(2), revisit_rng)
+    views = events.type_code == generate.VIEW_CODE
+    by_session = pd.Series(events.item[views]).groupby(events.session[views], sort=False).agg(list)
+    returns = [sequence[step] in sequence[:step - 1] and sequence[step] != sequence[step - 1]
+               for sequence in by_session for step in range(2, len(sequence))]
+    return float(np.mean(returns))
+
+
+def test_sessions_return_to_items_they_viewed_before():
+    # Successor walks alone come back now and then (0.11 when written); the revisits add
+    # about P_REVISIT of the steps (0.33 when written).
+    without, with_revisits = revisit_share(None), revisit_share(np.random.default_rng(4))
+    assert without < 0.15
+    assert with_revisits > without + 0.7 * generate.P_REVISIT

@@ -53,11 +53,12 @@ def test_attention_is_causal_and_reaches_back_to_the_first_event():
     assert not np.allclose(first_changed, original, atol=1e-4)
 
 
-# Dot-product logits and a constant rate: what this toy rule was tuned with.
+# Dot-product logits and a constant rate: what this toy rule was tuned with; the encoder
+# alone (the repeat head has tests/train/test_repeat_head.py).
 SASREC_SETTINGS = section_settings("user_encoder", {
     "architecture": "sasrec", "embedding_dim": 16, "hidden_dim": 32, "num_blocks": 1, "num_heads": 1, "dropout": 0.0,
     "epochs": 12, "batch_size": 64, "learning_rate": 0.01, "patience": 12, "logit_scale": 0.0,
-    "learning_rate_decay": 1.0})
+    "learning_rate_decay": 1.0, "repeat_head": False})
 
 
 def test_sasrec_learns_the_successor_rule():

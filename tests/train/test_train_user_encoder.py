@@ -165,9 +165,14 @@ def successor_rule_sequences(n_items: int, n_users: int, length: int, seed: int)
     """Each user walks item s, s+1, ... (after n_items comes 1); the last event is the valid one."""
     rng = np.random.default_rng(seed)
     starts = rng.integers(0, n_items, n_users)
-    walks = [(start + np.arange(length)) % n_items + 1 for start in starts]
+    return walk_sequences([(start + np.arange(length)) % n_items + 1 for start in starts])
+
+
+def walk_sequences(walks: list) -> pd.DataFrame:
+    """One user per walk (item ids in order, one event a second); each walk's last event is the valid one."""
+    length = len(walks[0])
     return pd.DataFrame({
-        USER_ID: [f"u{user}" for user in range(n_users)],
+        USER_ID: [f"u{user}" for user in range(len(walks))],
         ITEM_IDX: walks,
         EVENT_TYPE_IDX: [np.ones(length, dtype=int) for _ in walks],
         TIMESTAMPS: [np.arange(length) for _ in walks],
@@ -177,8 +182,10 @@ def successor_rule_sequences(n_items: int, n_users: int, length: int, seed: int)
 
 def toy_settings(overrides: dict) -> dict:
     """The user_encoder section for the toy rules: a GRU with dot-product logits and a constant
-    rate (what the rules were tuned with), then overrides."""
-    return section_settings("user_encoder", {"logit_scale": 0.0, "learning_rate_decay": 1.0, **overrides})
+    rate (what the rules were tuned with) and no repeat head (these tests are of the encoder
+    itself; tests/train/test_repeat_head.py tests the head), then overrides."""
+    return section_settings("user_encoder", {"logit_scale": 0.0, "learning_rate_decay": 1.0, "repeat_head": False,
+                                             **overrides})
 
 
 def train_on_successor_rule(n_items: int, n_users: int, settings: dict):
@@ -272,10 +279,10 @@ def test_nightly_job_writes_the_model_dir_and_an_mlflow_run(tmp_config):
     scores = scorer.score(items, np.ones_like(items))
     assert scores.shape == (2, n_items + 1) and scores.dtype == np.float32
     assert np.all(scores[:, 0] == -np.inf) and np.all(np.isfinite(scores[:, 1:]))
-    # The scores are the loaded GRU's user vectors against the saved tied table.
-    np.testing.assert_allclose(scores[:, 1:], (scorer.user_vectors(items, np.ones_like(items))
-                                               @ np.load(os.path.join(model_dir, "item_embeddings.npy")).T)[:, 1:],
-                               rtol=1e-5)
+    # With the default repeat head the scores are log-probabilities over the catalog (the
+    # user vectors against the saved tied table, mixed with the history's own items).
+    np.testing.assert_allclose(np.exp(scores[:, 1:]).sum(axis=1), 1.0, rtol=1e-5)
+    assert scorer.user_vectors(items, np.ones_like(items)).shape == (2, 4)
 
     run = mlflow.search_runs(experiment_names=[tmp_config["mlflow"]["experiment"]], output_format="list")[0]
     assert run.data.tags["stage"] == "train_user_encoder" and run.data.tags["ds"] == ds
@@ -356,7 +363,7 @@ def gap_rule_sequences(n_items: int, n_users: int, seed: int) -> pd.DataFrame:
         items.append(np.array(walk) + 1)
         timestamps.append(np.r_[0, np.cumsum(gaps)])
     return pd.DataFrame({
-        USER_ID: [f"u{user}" for user in range(n_users)], ITEM_IDX: items,
+        USER_ID: [f"u{user}" for user in range(len(items))], ITEM_IDX: items,
         EVENT_TYPE_IDX: [np.ones(length, dtype=int) for _ in items], TIMESTAMPS: timestamps,
         SPLIT: [np.r_[np.full(length - 1, SPLIT_TRAIN), SPLIT_VALID] for _ in items],
     })

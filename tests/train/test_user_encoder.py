@@ -21,7 +21,7 @@ TABLE = np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 5.0]], dtype=np.float32)
 
 def cosine_encoder(logit_scale: float):
     settings = section_settings("user_encoder", {"architecture": "gru", "embedding_dim": 2, "hidden_dim": 2,
-                                                 "logit_scale": logit_scale})
+                                                 "logit_scale": logit_scale, "repeat_head": False})
     encoder = build_encoder_from_settings(settings, 2, N_EVENT_TYPES, 3)
     encoder.get_layer(ITEM_EMBEDDING_LAYER).set_weights([TABLE])
     return encoder

@@ -24,6 +24,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from jobs.train.models.repeat_head import with_repeat_outputs
 from jobs.train.models.user_encoder import GAP_EMBEDDING_LAYER, ITEM_EMBEDDING_LAYER
 from jobs.common.schema import N_GAP_BUCKETS
 
@@ -111,11 +112,14 @@ class LastPosition(layers.Layer):
 
 
 def build_sasrec_encoder(n_items: int, n_event_types: int, max_len: int, embedding_dim: int, hidden_dim: int,
-                         num_blocks: int, num_heads: int, dropout: float, time_gaps: bool) -> keras.Model:
+                         num_blocks: int, num_heads: int, dropout: float, time_gaps: bool,
+                         repeat_head: bool = False) -> keras.Model:
     """Encoder: items, types[, gaps] int32 [n, L] (L <= max_len) -> user vector [n, embedding_dim].
 
     hidden_dim is the feed-forward width; embedding_dim must be divisible by num_heads.
     time_gaps: take the third input, each event's gap bucket (0 on padding and first events).
+    repeat_head: a second output, the repeat weights [n, L] read from every position's
+    final state (jobs/train/models/repeat_head.py).
     """
     _check_settings(embedding_dim, hidden_dim, num_blocks, num_heads, dropout)
     # Length None: any history up to max_len columns (the positions are counted from the end).
@@ -142,6 +146,8 @@ def build_sasrec_encoder(n_items: int, n_event_types: int, max_len: int, embeddi
     states = layers.LayerNormalization(name=SEQUENCE_STATES_LAYER)(states)
     # float32 output whatever the training policy, like the GRU's user_vector layer.
     user_vector = LastPosition(name="user_vector", dtype="float32")(states)
+    if repeat_head:
+        return with_repeat_outputs(inputs, items, states, user_vector)
     return keras.Model(inputs, user_vector, name="user_encoder")
 
 

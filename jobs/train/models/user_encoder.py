@@ -26,6 +26,10 @@ the logit is logit_scale * cos(user, item). A plain dot product lets popular ite
 growing long embeddings; the cosine takes vector length out of the ranking, which lifts
 the long tail, and the scale keeps the softmax sharp enough to learn (a cosine alone spans
 only [-1, 1]).
+
+Either architecture can carry a repeat-explore head (jobs/train/models/repeat_head.py,
+RepeatNet): the encoder then has a second output, the repeat weights over its history's
+positions, and every score becomes the mixture's log-probability.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ import numpy as np
 from keras import layers, ops
 
 from jobs.common.schema import N_GAP_BUCKETS
+from jobs.train.models.repeat_head import (
+    RepeatExploreLogProbabilities, has_repeat_head, target_log_probabilities, with_repeat_outputs,
+)
 
 # Logit for the padding column: low enough that softmax gives it ~0 probability, finite
 # so that 0 * logit stays 0 in the gradient (-inf would give NaN).
@@ -50,12 +57,14 @@ _NORM_EPSILON = 1e-12
 
 
 def build_user_encoder(n_items: int, n_event_types: int, max_len: int, embedding_dim: int,
-                       hidden_dim: int, time_gaps: bool = True) -> keras.Model:
+                       hidden_dim: int, time_gaps: bool = True, repeat_head: bool = False) -> keras.Model:
     """Encoder: items, types[, gaps] int32 [n, max_len] -> user vector [n, embedding_dim].
 
     Inputs are left-padded with 0 (most recent event last). n_event_types counts the
     type ids including padding 0 (schema.N_EVENT_TYPES). time_gaps: take a third input,
     each event's gap bucket (schema.GAP_BUCKET_EDGES_SECONDS), see add_gap_vectors.
+    repeat_head: a second output, the repeat weights [n, max_len] read from the GRU's
+    state at every position (jobs/train/models/repeat_head.py).
     """
     items = keras.Input(shape=(max_len,), dtype="int32", name="items")
     types = keras.Input(shape=(max_len,), dtype="int32", name="types")
@@ -76,9 +85,15 @@ def build_user_encoder(n_items: int, n_event_types: int, max_len: int, embedding
         gap_embedding = layers.Embedding(N_GAP_BUCKETS, embedding_dim, mask_zero=True, name=GAP_EMBEDDING_LAYER)
         event_parts.append(gap_embedding(gaps))
     events = layers.Add(name="event_vectors")(event_parts)
-    state = layers.GRU(hidden_dim, name="gru")(events)
+    if not repeat_head:
+        state = layers.GRU(hidden_dim, name="gru")(events)
+    else:
+        # The repeat head attends over every position's state; the last one is the state above.
+        states, state = layers.GRU(hidden_dim, return_sequences=True, return_state=True, name="gru")(events)
     # Projects the GRU state into the item space so hidden_dim may differ from embedding_dim.
     user_vector = layers.Dense(embedding_dim, name="user_vector", dtype="float32")(state)
+    if repeat_head:
+        return with_repeat_outputs(inputs, items, states, user_vector)
     return keras.Model(inputs, user_vector, name="user_encoder")
 
 
@@ -108,12 +123,14 @@ def with_cosine_logits(encoder: keras.Model, logit_scale: float) -> keras.Model:
     """The encoder with its user vector scaled to length logit_scale (see the module docstring).
 
     The item side is normalised wherever the tied table is read (item_table, TiedItemLogits,
-    the sampled loss), so every score becomes logit_scale * cos(user, item).
+    the sampled loss), so every score becomes logit_scale * cos(user, item). A repeat
+    head's output passes through unchanged.
     """
     if logit_scale <= 0:
         raise ValueError(f"user_encoder.logit_scale must be > 0 for cosine logits, got {logit_scale}")
-    user_vector = ScaledUnitVector(logit_scale, name=COSINE_USER_VECTOR_LAYER)(encoder.output)
-    return keras.Model(encoder.inputs, user_vector, name=encoder.name)
+    user_vector = ScaledUnitVector(logit_scale, name=COSINE_USER_VECTOR_LAYER)(encoder.outputs[0])
+    outputs = [user_vector, *encoder.outputs[1:]] if has_repeat_head(encoder) else user_vector
+    return keras.Model(encoder.inputs, outputs, name=encoder.name)
 
 
 def uses_cosine_logits(encoder: keras.Model) -> bool:
@@ -149,9 +166,15 @@ class TiedItemLogits(layers.Layer):
 
 
 def build_training_model(encoder: keras.Model) -> keras.Model:
-    """The encoder's inputs -> next-item logits over the catalog, sharing the encoder's weights."""
+    """The encoder's inputs -> next-item logits over the catalog, sharing the encoder's weights.
+
+    With a repeat head the "logits" are the repeat-explore mixture's log-probabilities,
+    which full_softmax_loss turns into exactly -log p(target).
+    """
     logits = TiedItemLogits(encoder.get_layer(ITEM_EMBEDDING_LAYER), unit_items=uses_cosine_logits(encoder),
-                            name="tied_item_logits")(encoder.output)
+                            name="tied_item_logits")(encoder.outputs[0])
+    if has_repeat_head(encoder):
+        logits = RepeatExploreLogProbabilities(name="repeat_explore")([logits, encoder.outputs[1], encoder.inputs[0]])
     return keras.Model(encoder.inputs, logits, name="user_encoder_training")
 
 
@@ -230,6 +253,16 @@ def sampled_softmax_loss(user_vectors, item_vectors, targets, sampled_items, log
                          log_sampling_probability):
     """Mean cross-entropy of each target among the batch's targets plus shared sampled items, logQ-corrected.
 
+    = -mean(sampled_target_log_probabilities(...)), whose docstring says how.
+    """
+    return -ops.mean(sampled_target_log_probabilities(user_vectors, item_vectors, targets, sampled_items,
+                                                      log_target_frequency, log_sampling_probability))
+
+
+def sampled_target_log_probabilities(user_vectors, item_vectors, targets, sampled_items, log_target_frequency,
+                                     log_sampling_probability):
+    """Each target's log-softmax [B] among the batch's targets plus shared sampled items, logQ-corrected.
+
     user_vectors [B, d]; item_vectors [n_items + 1, d] (the tied table); targets [B] ids;
     sampled_items [S] ids drawn with replacement from the sampling distribution;
     log_target_frequency / log_sampling_probability [n_items + 1]: log p_pop and log p
@@ -259,7 +292,7 @@ def sampled_softmax_loss(user_vectors, item_vectors, targets, sampled_items, log
     is_accidental_hit = ops.logical_and(targets[:, None] == candidates[None, :], ops.logical_not(is_positive))
     # PAD_LOGIT, not -inf, for the reason given at its definition.
     logits = ops.where(is_accidental_hit, PAD_LOGIT, logits)
-    return ops.mean(ops.sparse_categorical_crossentropy(positive_column, logits, from_logits=True))
+    return -ops.sparse_categorical_crossentropy(positive_column, logits, from_logits=True)
 
 
 class PopularitySampler(layers.Layer):
@@ -315,6 +348,7 @@ class SampledSoftmaxTrainer(keras.Model):
         self.item_embedding = encoder.get_layer(ITEM_EMBEDDING_LAYER)
         self.full_logits = TiedItemLogits(self.item_embedding, unit_items=uses_cosine_logits(encoder),
                                           name="tied_item_logits")
+        self.repeat_explore = RepeatExploreLogProbabilities(name="repeat_explore")
         self.sampler = PopularitySampler(target_counts, seed, name="popularity_sampler")
         self.num_sampled_negatives = int(num_sampled_negatives)
         self.built = True  # the encoder is built; the other layers hold no weights of their own
@@ -323,8 +357,18 @@ class SampledSoftmaxTrainer(keras.Model):
         return self.encoder(inputs, training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        # With a repeat head y_pred is [user vectors, repeat weights] and the explore mode's
+        # probability of the target (full or sampled softmax) is mixed with the repeat mode's.
+        repeat_head = has_repeat_head(self.encoder)
+        user_vectors = y_pred[0] if repeat_head else y_pred
         if not training:
-            return full_softmax_loss(y, self.full_logits(y_pred))
-        return sampled_softmax_loss(y_pred, scoring_table(self.encoder), y,
-                                    self.sampler.sample(self.num_sampled_negatives),
-                                    self.sampler.log_target_frequency, self.sampler.log_sampling_probability)
+            logits = self.full_logits(user_vectors)
+            if repeat_head:
+                logits = self.repeat_explore([logits, y_pred[1], x[0]])
+            return full_softmax_loss(y, logits)
+        log_explore_target = sampled_target_log_probabilities(
+            user_vectors, scoring_table(self.encoder), y, self.sampler.sample(self.num_sampled_negatives),
+            self.sampler.log_target_frequency, self.sampler.log_sampling_probability)
+        if repeat_head:
+            return -ops.mean(target_log_probabilities(log_explore_target, y_pred[1], x[0], ops.reshape(y, (-1,))))
+        return -ops.mean(log_explore_target)
