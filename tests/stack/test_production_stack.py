@@ -301,8 +301,15 @@ def api_call(base: str, path: str, method: str, body: dict):
 
 
 def clear_task(night, task_id: str) -> int:
-    """Clear one task of the night's run (nothing downstream); the try number it will run as."""
+    """Clear one task of the night's run (nothing downstream); the try number it will run as.
+
+    Only once the run has settled: after its last task finishes, the run stays "running"
+    until the scheduler's next loop marks it from the task states it read; a clear landing
+    in between (the run reset to queued) is overwritten by that mark, and the cleared task
+    never runs (seen once in CI, a clear 1 s after the previous test's retry succeeded).
+    """
     base, run_id = night["urls"]["airflow"], night["run"]["dag_run_id"]
+    wait_for_settled_run(night)
     before = task_instance(night, task_id)["try_number"]
     api_call(base, f"/dags/{DAG_ID}/clearTaskInstances", "POST",
              {"dry_run": False, "dag_run_id": run_id, "task_ids": [task_id], "only_failed": False,
@@ -324,6 +331,18 @@ def wait_for_task(night, task_id: str, until, what: str, run_id: str | None = No
             return ti
         time.sleep(poll_s)
     pytest.fail(f"{task_id}: not {what} within {FAULT_TIMEOUT_S} s (state {ti['state']}, try {ti['try_number']})")
+
+
+def wait_for_settled_run(night, poll_s: float = 1.0) -> dict:
+    """The night's run once the scheduler has marked it success or failed."""
+    base, run_id = night["urls"]["airflow"], night["run"]["dag_run_id"]
+    deadline = time.monotonic() + FAULT_TIMEOUT_S
+    while time.monotonic() < deadline:
+        run = api_get(base, api_token(base), f"/dags/{DAG_ID}/dagRuns/{run_id}")
+        if run["state"] in ("success", "failed"):
+            return run
+        time.sleep(poll_s)
+    pytest.fail(f"run {run_id}: not settled (success or failed) within {FAULT_TIMEOUT_S} s (state {run['state']})")
 
 
 def finished(try_number: int):
