@@ -601,7 +601,7 @@ def browse_items(world, samplers, shard, sessions, rng, taste_rng, revisit_rng=N
 
 def revisited_items(viewed: np.ndarray, step: int, rng: np.random.Generator) -> np.ndarray:
     """viewed [n, step + 1] (this step's item last) -> this step's items, some replaced by a revisit."""
-    steps_back = np.minimum(2 + rng.geometric(1.0 - REVISIT_DECAY, size=len(viewed)) - 1, step)
+    steps_back = np.minimum(1 + rng.geometric(1.0 - REVISIT_DECAY, size=len(viewed)), step)  # 2, 3, ...
     earlier = viewed[np.arange(len(viewed)), step - steps_back]
     revisit = (rng.random(len(viewed)) < P_REVISIT) & (earlier != viewed[:, step - 1])
     return np.where(revisit, earlier, viewed[:, step])

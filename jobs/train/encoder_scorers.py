@@ -4,7 +4,8 @@ Every model answers the same question on the same input: for histories `items`/`
 and optionally `gaps` (int32 [n, L] from features.make_examples; gaps None = unknown, read
 as bucket 0), a user vector per row and a score per catalog item.
 Scores are plain numpy: user vectors times the item vectors, with column
-0 (padding) at -inf so it can never be recommended.
+0 (padding) at -inf so it can never be recommended; for a user encoder with a repeat head
+(RepeatExploreScorer), the log-probabilities of its repeat-explore mixture.
 
 Everything is computed in batches of `batch_size` histories, so scoring 100k examples
 never holds more than one [batch_size, n_items + 1] block besides the result.
@@ -134,13 +135,15 @@ def user_encoder_scorer(encoder, item_table: np.ndarray) -> EmbeddingScorer:
 
     from jobs.train.models.repeat_head import has_repeat_head
 
+    repeat_head = has_repeat_head(encoder)  # once, not per request
+
     def encode_histories(items: np.ndarray, types: np.ndarray, gaps: np.ndarray):
         # predict_on_batch runs Keras' compiled predict step: on one history it takes about 1 ms
         # where calling the model eagerly takes about 50 (a served search request scores one).
         outputs = encoder.predict_on_batch(encoder_inputs(encoder, items, types, gaps))
-        return tuple(np.asarray(output) for output in outputs) if has_repeat_head(encoder) else np.asarray(outputs)
+        return tuple(np.asarray(output) for output in outputs) if repeat_head else np.asarray(outputs)
 
-    scorer_class = RepeatExploreScorer if has_repeat_head(encoder) else EmbeddingScorer
+    scorer_class = RepeatExploreScorer if repeat_head else EmbeddingScorer
     return scorer_class(USER_ENCODER, item_table, encode_histories)
 
 
