@@ -25,7 +25,7 @@ DAYS ?= 14
 INPUT ?=
 CONF ?=
 
-.PHONY: venv demo test ui stack stack-down stack-status bench-models bench-etl bench-retail bench-search bench-search-latency clean-state
+.PHONY: venv browser demo test ui stack stack-down stack-status bench-models bench-etl bench-retail bench-search bench-search-latency clean-state
 
 venv: $(VENV)/.installed
 
@@ -40,8 +40,16 @@ $(VENV)/.installed: requirements.txt constraints.txt
 demo: venv
 	$(PY) -m devtools.demo --date $(DATE) --scale $(SCALE) --days $(DAYS) $(if $(INPUT),--input $(INPUT)) $(if $(CONF),--conf '$(CONF)')
 
+# tests/stack drives the Airflow and MLflow UIs in Debian's chromium (Playwright's own browser
+# download does not work here): installed once when missing, as root (no sudo). Not root: a
+# note, and the stack tests fail naming it.
+browser:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "make browser: /usr/bin/chromium is missing and this is not root: run 'apt-get install -y chromium' as root (tests/stack needs it)"; fi; }
+
 # Two workers on the two cores, one test file at a time each (tests/conftest.py says why).
-test: venv
+test: venv browser
 	$(PY) -m pytest -n 2 --dist loadfile
 
 ui: venv
