@@ -12,6 +12,12 @@ night's clickstream export has landed; every task has a finite execution_timeout
 (STAGE_TIMEOUTS), and a failed task logs one line naming itself, the night and its log.
 Retries and the landing wait come from config section airflow (resolved when the file is
 parsed: FUSIONREC_CONFIG and the defaults, nothing heavy).
+
+Backfills (`airflow backfill create --dag-id recsys_nightly --from-date D1 --to-date D2
+--max-active-runs 1`, or the UI's Backfill form) run the same tasks once per date, in order:
+each night re-processes its own date, trains and registers its own models, never takes
+`champion` from a later night's model and lists from its own; publish_serving leaves a later
+night's live lists in place.
 """
 
 import datetime as dt

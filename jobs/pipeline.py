@@ -64,6 +64,11 @@ DEPLOY_MODES = ("in_process", "spark_submit")
 PLANNING_STAGE = "ingest"
 
 
+def past_the_last_stage(stage: str, stop_after: str | None) -> bool:
+    """Whether stage comes after stop_after, the last stage a run runs (config stop_after)."""
+    return stop_after is not None and STAGE_ORDER.index(stage) > STAGE_ORDER.index(stop_after)
+
+
 def stage_module(name: str) -> ModuleType:
     """The module holding stage `name`'s run(night)."""
     if name == "ingest":

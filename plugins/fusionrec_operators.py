@@ -3,7 +3,7 @@ LandedPartitionSensor: waits for the night's landed clickstream before ingest.
 log_task_failure: the DAG's on_failure_callback (one line naming task, date and log).
 
 It resolves the config from the run's params (so a run triggered from the UI with other
-params trains with them) and runs the stage with the night's context (jobs/common/night.py:
+params trains with them; a stage past the run's stop_after is skipped) and runs the stage with the night's context (jobs/common/night.py:
 the dates ingest decided come from the night's manifest, not from upstream XComs). The
 stage's small result (paths and counts) goes to XCom for people to read. Heavy libraries
 are imported only inside execute(), so parsing a DAG that uses this operator stays cheap.
@@ -42,10 +42,15 @@ class FusionrecStageOperator(BaseOperator):
         self.stage = stage
 
     def execute(self, context):
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from jobs.common.config import overrides_from_params, resolve_config
-        from jobs.pipeline import run_stage
+        from jobs.pipeline import past_the_last_stage, run_stage
 
         config = resolve_config(overrides_from_params(dict(context["params"])))
+        if past_the_last_stage(self.stage, config["stop_after"]):
+            raise AirflowSkipException(f"{self.stage}: skipped, this run stops after {config['stop_after']} "
+                                       f"(param stop_after)")
         return run_stage(self.stage, config, context["ds"])
 
 

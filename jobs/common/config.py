@@ -23,7 +23,9 @@ import typing
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from jobs.pipeline import STAGE_ORDER  # stage names only (a light module)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,6 +47,15 @@ def _flag_from_text(value):
 
 
 EnvFlag = Annotated[bool, BeforeValidator(_flag_from_text)]
+
+
+def _known_stage(value: str | None) -> str | None:
+    if value is not None and value not in STAGE_ORDER:
+        raise ValueError(f"not a stage of the night: {value!r} (one of {', '.join(STAGE_ORDER)})")
+    return value
+
+
+StageName = Annotated[str | None, AfterValidator(_known_stage)]
 
 
 class Section(BaseModel):
@@ -347,6 +358,10 @@ class FusionrecConfig(Section):
     scale: str = "small"  # synthetic data scale: tiny | small | large
     seed: int = 42
     window_days: int = 14  # nights of history the features and models see
+    # The last stage a run runs (jobs/pipeline.py STAGE_ORDER); the later ones are skipped and
+    # show as skipped in Airflow. None: the whole night. "normalize_features" re-processes only
+    # the lake (a backfill after a cleaning rule changed) without training past nights' models.
+    stop_after: StageName = None
     split: SplitConfig = defaults_of(SplitConfig)
     max_seq_len: int = Field(20, ge=1)
     top_k: int = 20
@@ -514,6 +529,8 @@ TRIGGER_PARAMS = (
     TriggerParam("user_encoder_epochs", "user_encoder.epochs", "Epochs of the user encoder", {"minimum": 1}),
     TriggerParam("item_encoder_epochs", "item_encoder.epochs", "Epochs of the item encoder", {"minimum": 1}),
     TriggerParam("spark_master", "spark.master", "e.g. spark://host:7077"),
+    TriggerParam("stop_after", "stop_after", "Last stage to run; later ones skip (e.g. normalize_features: the lake only)",
+                 {"enum": [None, *STAGE_ORDER]}),
 )
 CONFIG_OVERRIDES_PARAM = "config_overrides"  # any nested dict of config keys
 

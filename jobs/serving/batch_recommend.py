@@ -1,7 +1,8 @@
 """batch_recommend: tonight's top-K for every active user, from the registered champion.
 
 Active users are those with events on the logical date. Each gets top_k items from the
-model that holds alias `champion` after tonight's gate (tonight's model only if it won),
+model that holds alias `champion` after tonight's gate (tonight's model only if it won; a
+backfilled night older than the champion's uses its own registered model instead),
 with every item the user bought in the window excluded. Written as one Parquet partition
 recommendations/dt=<ds>/ (user_id, rank, item_id, score, model_version), replaced
 atomically on a re-run.
@@ -23,6 +24,7 @@ import pandas as pd
 from jobs.common import schema
 from jobs.common.lake import partition_path, replace_partition
 from jobs.common.night import Night
+from jobs.serving.register_and_gate import serving_version
 from jobs.serving.search_lists import write_search_results
 from jobs.serving.similar_items import write_similar_items
 
@@ -79,8 +81,12 @@ def run(night: Night) -> dict:
 
     configure_mlflow(config)
     name = config["mlflow"]["registered_model"]
-    version = MlflowClient().get_model_version_by_alias(name, "champion").version
-    model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    chosen = serving_version(MlflowClient(), name, ds)
+    if chosen is None:
+        raise LookupError(f"batch_recommend {ds}: {name} has no champion (and no version registered for {ds}) "
+                          f"in the registry at {mlflow.get_registry_uri()}: has register_and_gate run?")
+    version, chosen_as = chosen
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
     features = load_features(config, ds)
     requests = active_user_requests(features.sequences, features.items, config["max_seq_len"])
     predictions = model.predict(requests[list(REQUEST_COLUMNS)], params={"k": config["top_k"]})
@@ -89,7 +95,7 @@ def run(night: Night) -> dict:
     with replace_partition(output) as staging:
         table.to_parquet(os.path.join(staging, "part-00000.parquet"), index=False)
     print(f"batch_recommend {ds}: top-{config['top_k']} for {len(requests)} active users "
-          f"from {name} v{version} → {output}")
+          f"from {name} v{version} ({chosen_as}) → {output}")
     similar = write_similar_items(config, ds, features.items)
     print(f"batch_recommend {ds}: {similar['similar_items_rows']} similar items for "
           f"{similar['similar_items_items']} catalog items → {similar['similar_items_path']}")

@@ -19,6 +19,9 @@ The checks (thresholds in config serving_store, explained there):
 - overlap_with_previous, similar_items_overlap_with_previous: against the live version of
   the first configured store (skipped when nothing is live, or no key is in both);
 - written_version_complete: each store holds as many lists as the Parquet files.
+
+A night older than the one whose version is live (a backfill of past dates) publishes
+nothing: the shop keeps serving the newer lists, and says so.
 """
 
 from __future__ import annotations
@@ -179,8 +182,21 @@ def previous_lists(store) -> tuple[str | None, dict | None]:
     return live, {kind: store.read_all(live, kind) for kind in (USER, ITEM)}
 
 
+def later_live_versions(stores, ds: str) -> list[str]:
+    """The live versions (one per store that has one) published by nights later than ds."""
+    day = ds.replace("-", "")
+    lives = [store.live_version() for store in stores]
+    return [f"{store.description}: {live}" for store, live in zip(stores, lives)
+            if live is not None and version_publication(live)[0] > day]
+
+
 def publish(stores, night: NightLists, ds: str, config: dict) -> dict:
     """Write, check, switch, prune (module docstring); returns what it did."""
+    later = later_live_versions(stores, ds)
+    if later:  # a backfilled (or very late) night: the shop keeps the newer lists
+        return {"version": None, "previous_version": None, "checks": [], "dropped": {},
+                "skipped": f"a later night's lists are live ({'; '.join(later)}): an older night never "
+                           f"replaces them (its lists stay in the lake)"}
     version = next_version(stores, ds)
     previous_version, previous = previous_lists(stores[0])
     written = []
@@ -266,6 +282,9 @@ def run(night: Night) -> dict:
                                 f"stays live") from error
     finally:
         close_all(stores)
+    if result["version"] is None:
+        print(f"publish_serving {ds}: nothing published: {result['skipped']}")
+        return result
     for line in result["checks"]:
         print(f"publish_serving {ds}: {line}")
     print(f"publish_serving {ds}: {result['version']} is live in {', '.join(config['serving_store']['targets'])} "

@@ -16,6 +16,7 @@ own MLflow run instead of registering another.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -202,20 +203,13 @@ def run(night: Night) -> dict:
             version = str(mlflow.register_model(
                 model_uri, name, tags={"ds": ds, "variant": variant, FINGERPRINT_TAG: fingerprint}).version)
         challenger = score_model(f"models:/{name}/{version}", requests, targets, k)
-        champion_version = current_champion(client, name)
-        if champion_version == version:  # an earlier attempt promoted it before it was killed
-            champion_version = None
-        champion = (score_model(f"models:/{name}/{champion_version}", requests, targets, k)
-                    if champion_version else None)
-        promoted = champion is None or challenger[primary] > champion[primary]
-        alias = CHAMPION if promoted else CHALLENGER
-        client.set_registered_model_alias(name, alias, version)
-        _describe(client, name, version, ds, variant, primary, challenger, champion, champion_version)
-        record_gate(version, alias, variant, challenger, champion)
-    print(f"register_and_gate {ds}: "
-          + gate_decision(f"v{version} ({variant})", primary, challenger, champion, champion_version, alias))
-    return {"model_name": name, "version": int(version), "alias": alias, "variant": variant,
-            "challenger": challenger, "champion": champion, "champion_version": champion_version,
+        gate = gate_version(client, name, version, ds, primary, challenger,
+                            lambda uri: score_model(uri, requests, targets, k))
+        _describe(client, name, version, ds, variant, primary, challenger, gate)
+        record_gate(version, gate.alias, variant, challenger, gate.champion)
+    print(f"register_and_gate {ds}: " + gate.decision(f"v{version} ({variant})", challenger))
+    return {"model_name": name, "version": int(version), "alias": gate.alias, "variant": variant,
+            "challenger": challenger, "champion": gate.champion, "champion_version": gate.champion_version,
             "run_id": run.info.run_id}
 
 
@@ -229,12 +223,76 @@ def record_gate(version: str, alias: str, variant: str, challenger: dict, champi
     mlflow.set_tags({"registered_version": version, "alias": alias, "variant": variant})
 
 
-def gate_decision(challenger_label: str, metric: str, challenger: dict, champion: dict | None,
-                  champion_version: str | None, alias: str) -> str:
-    """One line: the challenger's metric against the champion's, and the alias it got."""
-    return (f"{challenger_label} {metric}={challenger[metric]:.4f} vs "
-            + (f"champion v{champion_version} {champion[metric]:.4f}" if champion else "no champion")
-            + f" → {alias}")
+@dataclasses.dataclass(frozen=True)
+class Gate:
+    """What the gate decided for a registered version (gate_version)."""
+
+    metric: str
+    alias: str
+    champion_version: str | None
+    champion: dict | None  # its scores on tonight's requests
+    champion_ds: str | None  # the night the champion was trained for (its ds tag)
+    older_night: bool  # tonight is older than the champion's night: never promoted
+
+    def decision(self, challenger_label: str, challenger: dict) -> str:
+        """One line: the challenger's metric against the champion's, and the alias it got."""
+        line = (f"{challenger_label} {self.metric}={challenger[self.metric]:.4f} vs "
+                + (f"champion v{self.champion_version} {self.champion[self.metric]:.4f}" if self.champion
+                   else "no champion") + f" → {self.alias}")
+        if self.older_night:
+            line += (f" (a night older than the champion's {self.champion_ds}, e.g. a backfill: it never "
+                     f"replaces a model trained on later data)")
+        return line
+
+
+def gate_version(client, name: str, version: str, ds: str, metric: str, challenger: dict, score) -> Gate:
+    """Give version (registered for night ds, scored `challenger`) alias champion or challenger.
+
+    score(model_uri) scores the current champion on the same requests. The version becomes
+    champion when there is none, or when it is strictly better on metric and its night is not
+    older than the champion's: a backfilled night's model never replaces one trained on later
+    data (that one has seen the older night's holdout, so the comparison would not be fair
+    either way). Other aliases are a person's own and never touched.
+    """
+    champion_version = current_champion(client, name)
+    if champion_version == version:  # an earlier attempt promoted it before it was killed
+        champion_version = None
+    champion = score(f"models:/{name}/{champion_version}") if champion_version else None
+    champion_ds = version_night(client, name, champion_version) if champion_version else None
+    older_night = champion_ds is not None and ds < champion_ds
+    promoted = champion is None or (not older_night and challenger[metric] > champion[metric])
+    alias = CHAMPION if promoted else CHALLENGER
+    client.set_registered_model_alias(name, alias, version)
+    return Gate(metric, alias, champion_version, champion, champion_ds, older_night)
+
+
+def serving_version(client, name: str, ds: str) -> tuple[str, str] | None:
+    """(version, how it was chosen) of registered model name that night ds serves from, or None.
+
+    The champion, except for a night older than the champion's (a backfill): that night serves
+    from the newest version registered for its own ds, so that an old night's lists never come
+    from a model trained on later data, and a backfilled night's partitions are what its own
+    models make whatever ran since.
+    """
+    champion = current_champion(client, name)
+    if champion is None:
+        return None
+    champion_ds = version_night(client, name, champion)
+    if champion_ds is None or ds >= champion_ds:
+        return champion, "champion"
+    own = client.search_model_versions(f"name = '{name}' and tags.ds = '{ds}'")
+    if not own:
+        return None
+    return str(max(int(v.version) for v in own)), f"registered for {ds} (the champion is {champion_ds}'s)"
+
+
+def version_night(client, name: str, version: str) -> str | None:
+    """The night (ds) version was trained for: its ds tag, else its run's (a version a person
+    registered by hand from a night's run), else None."""
+    model_version = client.get_model_version(name, version)
+    if "ds" in model_version.tags:
+        return model_version.tags["ds"]
+    return client.get_run(model_version.run_id).data.tags.get("ds") if model_version.run_id else None
 
 
 def current_champion(client, name: str) -> str | None:
@@ -246,11 +304,13 @@ def current_champion(client, name: str) -> str | None:
         return None
 
 
-def _describe(client, name, version, ds, variant, primary, challenger, champion, champion_version):
+def _describe(client, name, version, ds, variant, primary, challenger, gate: Gate):
     for key, value in challenger.items():
         client.set_model_version_tag(name, version, mlflow_metric_key("holdout", key), f"{value:.6f}")
     lines = [f"Fused recommender trained for {ds}; serving variant {variant}.",
              f"Holdout {primary}: {challenger[primary]:.4f}."]
-    if champion is not None:
-        lines.append(f"Champion v{champion_version} on the same holdout: {champion[primary]:.4f}.")
+    if gate.champion is not None:
+        lines.append(f"Champion v{gate.champion_version} on the same holdout: {gate.champion[primary]:.4f}.")
+    if gate.older_night:
+        lines.append(f"Not promoted: trained for a night older than the champion's ({gate.champion_ds}).")
     client.update_model_version(name, version, description=" ".join(lines))

@@ -35,8 +35,8 @@ def run(night: Night) -> dict:
     from jobs.common.tracking import configure_mlflow, stage_run
     from jobs.evaluation.metrics import mlflow_metric_key
     from jobs.search.engine import CONFIG_FILE
-    from jobs.serving.register_and_gate import (CHALLENGER, CHAMPION, FINGERPRINT_TAG, current_champion, gate_decision,
-                                                log_bundle, night_fingerprint, record_gate, registered_earlier)
+    from jobs.serving.register_and_gate import (FINGERPRINT_TAG, gate_version, log_bundle, night_fingerprint,
+                                                record_gate, registered_earlier)
     from jobs.serving.search_model import SearchRankerModel, search_signature
 
     config, ds = night.config, night.ds
@@ -65,26 +65,21 @@ def run(night: Night) -> dict:
             version = str(mlflow.register_model(
                 model_uri, name, tags={"ds": ds, "variant": variant, FINGERPRINT_TAG: fingerprint}).version)
         challenger = score_search_model(f"models:/{name}/{version}", requests, relevances)
-        champion_version = current_champion(client, name)
-        if champion_version == version:  # an earlier attempt promoted it before it was killed
-            champion_version = None
-        champion = score_search_model(f"models:/{name}/{champion_version}", requests, relevances) \
-            if champion_version else None
-        promoted = champion is None or challenger[GATE_METRIC] > champion[GATE_METRIC]
-        alias = CHAMPION if promoted else CHALLENGER
-        client.set_registered_model_alias(name, alias, version)
+        gate = gate_version(client, name, version, ds, GATE_METRIC, challenger,
+                            lambda uri: score_search_model(uri, requests, relevances))
         for key, value in challenger.items():
             client.set_model_version_tag(name, version, mlflow_metric_key("test_searches", key), f"{value:.4f}")
         description = (f"Search ranker trained for {ds} (features from {variant}). Test-day searches "
                        f"{GATE_METRIC}: {challenger[GATE_METRIC]:.2f}.")
-        if champion is not None:
-            description += f" Champion v{champion_version} on the same searches: {champion[GATE_METRIC]:.2f}."
+        if gate.champion is not None:
+            description += f" Champion v{gate.champion_version} on the same searches: {gate.champion[GATE_METRIC]:.2f}."
+        if gate.older_night:
+            description += f" Not promoted: trained for a night older than the champion's ({gate.champion_ds})."
         client.update_model_version(name, version, description=description)
-        record_gate(version, alias, variant, challenger, champion)
-    print(f"register_search_ranker {ds}: "
-          + gate_decision(f"v{version}", GATE_METRIC, challenger, champion, champion_version, alias))
-    return {"model_name": name, "version": int(version), "alias": alias, "challenger": challenger,
-            "champion": champion, "champion_version": champion_version, "run_id": run.info.run_id}
+        record_gate(version, gate.alias, variant, challenger, gate.champion)
+    print(f"register_search_ranker {ds}: " + gate.decision(f"v{version}", challenger))
+    return {"model_name": name, "version": int(version), "alias": gate.alias, "challenger": challenger,
+            "champion": gate.champion, "champion_version": gate.champion_version, "run_id": run.info.run_id}
 
 
 def gate_requests(config: dict, ds: str):

@@ -152,7 +152,7 @@ def write_search_results(config: dict, ds: str, features) -> dict:
     searches, _ = search_log(config, features.meta["train_dates"] + features.meta["valid_dates"]
                              + features.meta["test_dates"])
     queries = head_queries(searches[schema.QUERY], settings["head_queries"])
-    champion = search_champion(config) if queries else None
+    champion = search_champion(config, ds) if queries else None
     if champion is None:
         table = merge_segment_lists(pd.DataFrame({"segment": [], schema.QUERY: []}), pd.DataFrame({"item_ids": []}),
                                     0, "")
@@ -179,15 +179,16 @@ def write_search_results(config: dict, ds: str, features) -> dict:
             "search_results_note": why}
 
 
-def search_champion(config: dict):
-    """(the search champion as a pyfunc, its version) or None when the registry has none."""
+def search_champion(config: dict, ds: str):
+    """(the search model night ds serves from as a pyfunc, its version) or None when the registry
+    has none: the champion, or for a backfilled night its own (register_and_gate.serving_version)."""
     import mlflow
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
+
+    from jobs.serving.register_and_gate import serving_version
 
     name = config["mlflow"]["registered_search_model"]
-    try:
-        version = MlflowClient().get_model_version_by_alias(name, "champion").version
-    except MlflowException:
+    chosen = serving_version(MlflowClient(), name, ds)
+    if chosen is None:
         return None
-    return mlflow.pyfunc.load_model(f"models:/{name}@champion"), str(version)
+    return mlflow.pyfunc.load_model(f"models:/{name}/{chosen[0]}"), chosen[0]

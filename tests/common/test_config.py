@@ -156,6 +156,7 @@ def test_the_dag_params_are_exactly_the_declared_trigger_params():
     assert schemas["user_encoder_epochs"]["type"] == ["null", "integer"]
     assert schemas["item_encoder_epochs"]["type"] == ["null", "integer"]
     assert schemas["spark_master"]["type"] == ["null", "string"]
+    assert schemas["stop_after"]["enum"][:3] == [None, "ingest", "validate"]  # the UI's drop-down
     assert schemas["config_overrides"]["type"] == "object"
     assert all(params[param.name].value is None for param in TRIGGER_PARAMS)  # None: keep the configured value
     assert all(params[param.name].description for param in TRIGGER_PARAMS)
@@ -163,7 +164,7 @@ def test_the_dag_params_are_exactly_the_declared_trigger_params():
 
 def test_every_trigger_param_sets_a_key_the_config_has():
     for param in TRIGGER_PARAMS:
-        value = 7 if param.name != "spark_master" else "local[1]"
+        value = {"spark_master": "local[1]", "stop_after": "denoise"}.get(param.name, 7)
         overrides = overrides_from_params({param.name: value})
         config = resolve_config(overrides, environ={})
         *parents, leaf = param.config_key.split(".")

@@ -54,6 +54,21 @@ def test_a_config_overrides_param_that_is_no_object_is_named(monkeypatch):
     assert calls == []
 
 
+def test_a_run_with_stop_after_runs_that_stage_and_skips_every_later_one(monkeypatch):
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    calls = fake_run_stage(monkeypatch)
+    context = {"params": {"stop_after": "normalize_features"}, "ds": DS}
+    FusionrecStageOperator(task_id="normalize_features", stage="normalize_features").execute(context)
+    for later in ("train_baselines", "publish_serving"):
+        with pytest.raises(AirflowSkipException, match=f"{later}: skipped, this run stops after normalize_features"):
+            FusionrecStageOperator(task_id=later, stage=later).execute(context)
+    assert [stage for stage, _, _ in calls] == ["normalize_features"]
+    with pytest.raises(ValueError, match="config stop_after: value error, not a stage of the night: 'normalise'"):
+        FusionrecStageOperator(task_id="clean", stage="clean").execute({"params": {"stop_after": "normalise"},
+                                                                        "ds": DS})
+
+
 def test_the_mlflow_link_opens_the_ui_named_by_fusionrec_mlflow_ui(monkeypatch):
     link = MLflowExperimentLink()
     monkeypatch.setenv("FUSIONREC_MLFLOW_UI", "https://mlflow.example.org:8443")

@@ -101,6 +101,20 @@ def test_a_rerun_of_the_same_night_publishes_a_new_version_and_old_ones_beyond_k
     assert all(dropped == ["v20261127_1"] for dropped in result["dropped"].values())
 
 
+def test_a_night_older_than_the_live_one_publishes_nothing_and_the_newer_lists_stay_live(
+        serving_config, land_night, capsys):
+    # A backfill re-runs NIGHT_1 after NIGHT_2 went live: the shop keeps NIGHT_2's lists.
+    land_night(serving_config, NIGHT_1)
+    second = land_night(serving_config, NIGHT_2, user_lists=default_user_lists(shift=1))
+    publish(serving_config, NIGHT_2)
+    result = publish(serving_config, NIGHT_1)
+    assert result["version"] is None and "an older night never replaces them" in result["skipped"]
+    assert "publish_serving 2026-11-26: nothing published: a later night's lists are live" in capsys.readouterr().out
+    assert set(live_versions(serving_config).values()) == {"v20261127_1"}
+    assert set(map(tuple, stored_versions(serving_config).values())) == {("v20261127_1",)}
+    assert_serves(serving_config, second)
+
+
 def out_of_catalog(config):
     lists = default_user_lists()
     lists[next(iter(lists))][0] = "gone"

@@ -107,15 +107,17 @@ def test_a_retried_gate_registers_nothing_twice_and_keeps_one_run(tmp_config, ca
     assert [run.info.run_id for run in stage_runs(experiment_id, "register_and_gate", DS)] == [first["run_id"]]
 
 
-def test_a_worse_model_never_becomes_champion_and_a_hand_set_champion_is_the_one_to_beat(tmp_config, monkeypatch):
-    # Three nights' models (three fingerprints) scored ndcg@20 0.50, 0.30 and 0.40 on the holdout.
+def test_a_worse_model_never_becomes_champion_and_a_hand_set_champion_is_the_one_to_beat(
+        tmp_config, monkeypatch, capsys):
+    # Four nights' models (four fingerprints) scored ndcg@20 0.50, 0.30, 0.40 and 0.90 on the holdout.
     from mlflow import MlflowClient
 
     from jobs.common.tracking import configure_mlflow
     from jobs.serving import register_and_gate
+    from jobs.serving.register_and_gate import serving_version
 
     config = tiny_gated_night(tmp_config)
-    holdout = {"1": 0.50, "2": 0.30, "3": 0.40}
+    holdout = {"1": 0.50, "2": 0.30, "3": 0.40, "4": 0.90}
     scored = []
 
     def score_model(model_uri, requests, targets, k):
@@ -123,7 +125,7 @@ def test_a_worse_model_never_becomes_champion_and_a_hand_set_champion_is_the_one
         scored.append(version)
         return {"recall@20": holdout[version], "mrr@20": holdout[version], "ndcg@20": holdout[version]}
 
-    nights = iter(["night-1", "night-2", "night-3"])
+    nights = iter(["night-1", "night-2", "night-3", "night-4"])
     monkeypatch.setattr(register_and_gate, "score_model", score_model)
     monkeypatch.setattr(register_and_gate, "night_fingerprint", lambda config, ds, variant: next(nights))
     configure_mlflow(config)
@@ -140,3 +142,16 @@ def test_a_worse_model_never_becomes_champion_and_a_hand_set_champion_is_the_one
     assert (third["version"], third["alias"], third["champion_version"]) == (3, "champion", "2")
     assert scored == ["1", "2", "1", "3", "2"]  # each night: tonight's version, then the champion
     assert str(client.get_model_version_by_alias(name, "reviewed").version) == "1"  # never touched
+    # A backfill: the champion v3 was trained for a later night than DS. DS's model v4 is better
+    # on DS's holdout (0.90 > 0.40), but v3 has seen that holdout in training: v4 stays
+    # challenger, night DS serves from v4, the later nights from v3.
+    later = "2099-01-01"
+    client.set_model_version_tag(name, "3", "ds", later)
+    capsys.readouterr()
+    backfilled = register_and_gate.run(Night.plan(config, DS))
+    assert (backfilled["version"], backfilled["alias"], backfilled["champion_version"]) == (4, "challenger", "3")
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "3"
+    assert f"a night older than the champion's {later}" in capsys.readouterr().out
+    assert "Not promoted: trained for a night older than the champion's" in client.get_model_version(name, "4").description
+    assert serving_version(client, name, DS) == ("4", f"registered for {DS} (the champion is {later}'s)")
+    assert serving_version(client, name, later) == ("3", "champion")
