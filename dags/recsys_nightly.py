@@ -26,7 +26,7 @@ from airflow.sdk import DAG, CronDataIntervalTimetable
 
 from fusionrec_operators import FusionrecStageOperator, LandedPartitionSensor, log_task_failure
 from jobs.common.config import resolve_config, trigger_params  # pydantic only, which Airflow imports anyway
-from jobs.pipeline import STAGES  # a light module: names only, no Spark/TF/MLflow
+from jobs.pipeline import STAGE_ORDER, STAGES  # a light module: names only, no Spark/TF/MLflow
 
 TRAINING_QUEUE = "gpu"
 # Generous but finite: the small demo night's slowest stage took under 4 minutes (README);
@@ -56,7 +56,7 @@ with DAG(
     default_args={"retries": ORCHESTRATION["retries"], "owner": "fusionrec",
                   "retry_delay": dt.timedelta(seconds=ORCHESTRATION["retry_delay_s"]),
                   "on_failure_callback": log_task_failure},  # every task: one line naming it
-    params=trigger_params(),  # declared once with the config keys they set
+    params=trigger_params(STAGE_ORDER),  # declared once with the config keys they set
     doc_md=__doc__,
 ) as dag:
     previous = LandedPartitionSensor(

@@ -66,7 +66,12 @@ PLANNING_STAGE = "ingest"
 
 def past_the_last_stage(stage: str, stop_after: str | None) -> bool:
     """Whether stage comes after stop_after, the last stage a run runs (config stop_after)."""
-    return stop_after is not None and STAGE_ORDER.index(stage) > STAGE_ORDER.index(stop_after)
+    if stop_after is None:
+        return False
+    if stop_after not in STAGE_ORDER:
+        raise ValueError(f"config stop_after: not a stage of the night: {stop_after!r} "
+                         f"(one of {', '.join(STAGE_ORDER)})")
+    return STAGE_ORDER.index(stage) > STAGE_ORDER.index(stop_after)
 
 
 def stage_module(name: str) -> ModuleType:

@@ -23,9 +23,7 @@ import typing
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
-
-from jobs.pipeline import STAGE_ORDER  # stage names only (a light module)
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,14 +46,6 @@ def _flag_from_text(value):
 
 EnvFlag = Annotated[bool, BeforeValidator(_flag_from_text)]
 
-
-def _known_stage(value: str | None) -> str | None:
-    if value is not None and value not in STAGE_ORDER:
-        raise ValueError(f"not a stage of the night: {value!r} (one of {', '.join(STAGE_ORDER)})")
-    return value
-
-
-StageName = Annotated[str | None, AfterValidator(_known_stage)]
 
 
 class Section(BaseModel):
@@ -358,10 +348,11 @@ class FusionrecConfig(Section):
     scale: str = "small"  # synthetic data scale: tiny | small | large
     seed: int = 42
     window_days: int = 14  # nights of history the features and models see
-    # The last stage a run runs (jobs/pipeline.py STAGE_ORDER); the later ones are skipped and
-    # show as skipped in Airflow. None: the whole night. "normalize_features" re-processes only
-    # the lake (a backfill after a cleaning rule changed) without training past nights' models.
-    stop_after: StageName = None
+    # The last stage a run runs (a name of jobs/pipeline.py STAGE_ORDER, checked there when a
+    # stage starts: this module must not import the pipeline, which the served model would then
+    # carry); the later ones are skipped and show as skipped in Airflow. None: the whole night.
+    # "normalize_features" re-processes only the lake (a backfill after a cleaning rule changed).
+    stop_after: str | None = None
     split: SplitConfig = defaults_of(SplitConfig)
     max_seq_len: int = Field(20, ge=1)
     top_k: int = 20
@@ -529,8 +520,7 @@ TRIGGER_PARAMS = (
     TriggerParam("user_encoder_epochs", "user_encoder.epochs", "Epochs of the user encoder", {"minimum": 1}),
     TriggerParam("item_encoder_epochs", "item_encoder.epochs", "Epochs of the item encoder", {"minimum": 1}),
     TriggerParam("spark_master", "spark.master", "e.g. spark://host:7077"),
-    TriggerParam("stop_after", "stop_after", "Last stage to run; later ones skip (e.g. normalize_features: the lake only)",
-                 {"enum": [None, *STAGE_ORDER]}),
+    TriggerParam("stop_after", "stop_after", "Last stage to run; later ones skip (e.g. normalize_features: the lake only)"),
 )
 CONFIG_OVERRIDES_PARAM = "config_overrides"  # any nested dict of config keys
 
@@ -549,13 +539,15 @@ def config_field_type(dotted_key: str) -> type:
     return annotation
 
 
-def trigger_params() -> dict:
+def trigger_params(stage_names: tuple[str, ...] = ()) -> dict:
     """The DAG's Params: each TRIGGER_PARAMS entry nullable (None keeps the configured value)
-    and typed as its config key, plus the free-form config_overrides object."""
+    and typed as its config key, plus the free-form config_overrides object. stage_names (the
+    DAG passes jobs.pipeline.STAGE_ORDER) make stop_after a drop-down of the stages."""
     from airflow.sdk import Param  # lazily: the jobs import this module where Airflow is absent
 
+    choices = {"stop_after": {"enum": [None, *stage_names]}} if stage_names else {}
     params = {param.name: Param(None, type=["null", _JSON_TYPES[config_field_type(param.config_key)]],
-                                description=param.description, **param.limits)
+                                description=param.description, **param.limits, **choices.get(param.name, {}))
               for param in TRIGGER_PARAMS}
     params[CONFIG_OVERRIDES_PARAM] = Param({}, type="object", description="Any nested config keys (jobs/common/config.py)")
     return params
