@@ -47,7 +47,6 @@ def _flag_from_text(value):
 EnvFlag = Annotated[bool, BeforeValidator(_flag_from_text)]
 
 
-
 class Section(BaseModel):
     # strict: an int stays an int ("5" or 5.0 for an int is an error, as is "abc"); a float
     # setting still accepts an int. extra="forbid": an unknown key is a typo, so an error.

@@ -6,7 +6,9 @@ even when the champion was trained on an older vocabulary. The challenger takes 
 `champion` when there is none or when it is strictly better on the primary metric;
 otherwise it gets alias `challenger` and waits for a person's review in the registry.
 The champion is read from the registry each night, so a `champion` a person set by hand is
-what tonight's model must beat; other aliases are a person's own and never touched.
+what tonight's model must beat; other aliases are a person's own and never touched. A night
+older than the champion's (a backfill) never takes `champion` (gate_version), and lists from
+its own version (serving_version).
 
 A retry registers nothing twice: each version is tagged with a fingerprint of the night's
 models, and an attempt that finds a version of its night with the same fingerprint (an
@@ -231,7 +233,7 @@ class Gate:
     alias: str
     champion_version: str | None
     champion: dict | None  # its scores on tonight's requests
-    champion_ds: str | None  # the night the champion was trained for (its ds tag)
+    champion_ds: str | None  # the night the champion was trained for (version_night)
     older_night: bool  # tonight is older than the champion's night: never promoted
 
     def decision(self, challenger_label: str, challenger: dict) -> str:
