@@ -16,6 +16,8 @@ Imports made from strings (importlib.import_module) are not seen; the package ha
 from __future__ import annotations
 
 import ast
+import contextlib
+import gc
 import shutil
 from pathlib import Path
 from typing import Collection, Iterator
@@ -69,7 +71,7 @@ def parent_packages(module: str) -> list[str]:
 
 def imported_modules(module: str, path: Path, root: Path, skip_functions: Collection[str] = ()) -> Iterator[str]:
     """The modules of the package that the source of module (at path) imports anywhere in it."""
-    tree = ast.parse(path.read_bytes(), filename=str(path))
+    tree = parse_source(path)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     for node in _import_nodes(tree, module, set(skip_functions)):
         if isinstance(node, ast.Import):
@@ -83,6 +85,31 @@ def imported_modules(module: str, path: Path, root: Path, skip_functions: Collec
         # a name, which has no file of its own.
         yield from (f"{base}.{alias.name}" for alias in node.names
                     if module_path(f"{base}.{alias.name}", root) is not None)
+
+
+def parse_source(path: Path) -> ast.Module:
+    """The AST of the file at path, parsed with the garbage collector paused.
+
+    CPython 3.11 (3.11.7 here) keeps ast.parse's recursion depth in interpreter-wide state
+    (python/cpython gh-106905). A collection during the parse can run a finalizer -- py4j's
+    for a stopped SparkContext logs a traceback, and 3.11's traceback formatting calls
+    ast.parse -- and the outer parse then fails with "SystemError: AST constructor recursion
+    depth mismatch". No collection, no finalizer in the middle.
+    """
+    source = path.read_bytes()
+    with _garbage_collector_paused():
+        return ast.parse(source, filename=str(path))
+
+
+@contextlib.contextmanager
+def _garbage_collector_paused():
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def copy_closure(files: list[Path], package_root, dest) -> Path:

@@ -1,8 +1,11 @@
 """jobs/common/packaging.py: the closure of a module's imports, on a tiny hand-made package."""
 
+import ast
+import gc
+
 import pytest
 
-from jobs.common.packaging import copy_closure, module_closure
+from jobs.common.packaging import JOBS_DIR, copy_closure, module_closure, parse_source
 
 # pkg.a imports b lazily; b imports the submodule c.d by `from pkg.c import d` (and names from
 # it, parenthesised); c's __init__ imports f; d imports relatively, one and two levels up.
@@ -81,3 +84,44 @@ def test_copy_closure_rebuilds_the_package_tree_with_only_the_closure(tmp_path):
     assert sorted(relative(copied.rglob("*.py"), tmp_path / "out")) == [
         "pkg/__init__.py", "pkg/b.py", "pkg/c/__init__.py", "pkg/c/d.py", "pkg/c/helper.py", "pkg/f.py", "pkg/g.py"]
     assert (copied / "g.py").read_text() == "VALUE = 1\n"
+
+
+class _ParsesWhenCollected:
+    """Cyclic garbage whose finalizer parses, as py4j's does for a stopped SparkContext
+    (it logs a traceback, and Python 3.11's traceback formatting calls ast.parse), and
+    leaves the same kind of garbage behind, so every collection has one to run."""
+
+    left, running = 0, False
+
+    def __del__(self):
+        cls = _ParsesWhenCollected
+        if cls.running or cls.left <= 0:  # the collections of its own parse run none
+            return
+        cls.running, cls.left = True, cls.left - 1
+        try:
+            ast.parse("model.layers[0](inputs)")
+        finally:
+            cls.running = False
+        _leave_parsing_garbage()
+
+
+def _leave_parsing_garbage():
+    garbage = _ParsesWhenCollected()
+    garbage.itself = garbage  # a cycle: only the collector frees it
+
+
+def test_a_finalizer_that_parses_during_a_collection_does_not_break_the_closure_s_parse():
+    # CI once failed with "AST constructor recursion depth mismatch" while a closure was
+    # read: a collection during ast.parse ran a parsing finalizer (CPython gh-106905). A
+    # collection at every allocation, each running such a finalizer, makes it certain here.
+    thresholds = gc.get_threshold()
+    _ParsesWhenCollected.left = 1_000_000  # more than the parse allocates: every collection runs one
+    _leave_parsing_garbage()
+    gc.set_threshold(1)
+    try:
+        tree = parse_source(JOBS_DIR / "common" / "config.py")
+    finally:
+        _ParsesWhenCollected.left = 0
+        gc.set_threshold(*thresholds)
+        gc.collect()
+    assert any(isinstance(node, ast.FunctionDef) and node.name == "resolve_config" for node in tree.body)
