@@ -232,19 +232,19 @@ class Gate:
     metric: str
     alias: str
     champion_version: str | None
-    champion: dict | None  # its scores on tonight's requests
+    champion: dict | None  # its scores on tonight's requests (None for an older night: not scored)
     champion_ds: str | None  # the night the champion was trained for (version_night)
     older_night: bool  # tonight is older than the champion's night: never promoted
 
     def decision(self, challenger_label: str, challenger: dict) -> str:
         """One line: the challenger's metric against the champion's, and the alias it got."""
-        line = (f"{challenger_label} {self.metric}={challenger[self.metric]:.4f} vs "
+        if self.older_night:
+            return (f"{challenger_label} {self.metric}={challenger[self.metric]:.4f} → {self.alias}: a night "
+                    f"older than champion v{self.champion_version}'s {self.champion_ds} (e.g. a backfill) never "
+                    f"replaces a model trained on later data, which has seen this night's holdout (not scored)")
+        return (f"{challenger_label} {self.metric}={challenger[self.metric]:.4f} vs "
                 + (f"champion v{self.champion_version} {self.champion[self.metric]:.4f}" if self.champion
                    else "no champion") + f" → {self.alias}")
-        if self.older_night:
-            line += (f" (a night older than the champion's {self.champion_ds}, e.g. a backfill: it never "
-                     f"replaces a model trained on later data)")
-        return line
 
 
 def gate_version(client, name: str, version: str, ds: str, metric: str, challenger: dict, score) -> Gate:
@@ -259,10 +259,12 @@ def gate_version(client, name: str, version: str, ds: str, metric: str, challeng
     champion_version = current_champion(client, name)
     if champion_version == version:  # an earlier attempt promoted it before it was killed
         champion_version = None
-    champion = score(f"models:/{name}/{champion_version}") if champion_version else None
     champion_ds = version_night(client, name, champion_version) if champion_version else None
     older_night = champion_ds is not None and ds < champion_ds
-    promoted = champion is None or (not older_night and challenger[metric] > champion[metric])
+    # Not scored for an older night: it has seen that night's holdout, so its score would
+    # flatter it, and it is not compared anyway.
+    champion = score(f"models:/{name}/{champion_version}") if champion_version and not older_night else None
+    promoted = champion_version is None or (not older_night and challenger[metric] > champion[metric])
     alias = CHAMPION if promoted else CHALLENGER
     client.set_registered_model_alias(name, alias, version)
     return Gate(metric, alias, champion_version, champion, champion_ds, older_night)

@@ -151,7 +151,9 @@ def test_a_worse_model_never_becomes_champion_and_a_hand_set_champion_is_the_one
     backfilled = register_and_gate.run(Night.plan(config, DS))
     assert (backfilled["version"], backfilled["alias"], backfilled["champion_version"]) == (4, "challenger", "3")
     assert str(client.get_model_version_by_alias(name, "champion").version) == "3"
-    assert f"a night older than the champion's {later}" in capsys.readouterr().out
+    assert f"a night older than champion v3's {later}" in capsys.readouterr().out
+    assert scored[5:] == ["4"]  # the champion is not scored on a holdout it has seen
+    assert backfilled["champion"] is None
     assert "Not promoted: trained for a night older than the champion's" in client.get_model_version(name, "4").description
     assert serving_version(client, name, DS) == ("4", f"registered for {DS} (the champion is {later}'s)")
     assert serving_version(client, name, later) == ("3", "champion")
