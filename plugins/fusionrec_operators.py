@@ -42,7 +42,7 @@ class FusionrecStageOperator(BaseOperator):
         self.stage = stage
 
     def execute(self, context):
-        from airflow.sdk.exceptions import AirflowSkipException
+        from airflow.sdk.exceptions import AirflowSkipException, DownstreamTasksSkipped
 
         from jobs.common.config import overrides_from_params, resolve_config
         from jobs.pipeline import past_the_last_stage, run_stage
@@ -51,7 +51,16 @@ class FusionrecStageOperator(BaseOperator):
         if past_the_last_stage(self.stage, config["stop_after"]):
             raise AirflowSkipException(f"{self.stage}: skipped, this run stops after {config['stop_after']} "
                                        f"(param stop_after)")
-        return run_stage(self.stage, config, context["ds"])
+        result = run_stage(self.stage, config, context["ds"])
+        later = sorted(task.task_id for task in self.get_flat_relatives(upstream=False))
+        if self.stage == config["stop_after"] and later:
+            # The run ends here: every later task is marked skipped now, as ShortCircuitOperator
+            # does, instead of each starting a worker process only to skip itself (a backfill
+            # of many dates would pay that for every task of every date).
+            context["ti"].xcom_push(key="return_value", value=result)
+            self.log.info("this run stops after %s (param stop_after): skipping %s", self.stage, ", ".join(later))
+            raise DownstreamTasksSkipped(tasks=later)
+        return result
 
 
 class LandedPartitionSensor(BaseSensorOperator):

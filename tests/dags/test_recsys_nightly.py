@@ -119,3 +119,28 @@ def test_the_dag_params_are_the_trigger_params_declared_with_the_config(dagbag):
     assert list(params.keys()) == list(declared)
     assert {name: params.get_param(name).schema for name in params} == {
         name: param.schema for name, param in declared.items()}
+
+
+def test_a_run_stopping_after_ingest_runs_in_dag_test_to_ingest_and_marks_every_later_task_skipped(
+        dagbag, tmp_path, monkeypatch):
+    # The embedded path (dag.test, as `make demo` runs it) handles the stop_after stage's
+    # DownstreamTasksSkipped: the later tasks end skipped without running.
+    import datetime as dt
+
+    from airflow.utils.db import initdb
+
+    from devtools.generate import generate_clickstream
+
+    ds = "2026-10-01"
+    monkeypatch.setenv("FUSIONREC_HOME", str(tmp_path))
+    generate_clickstream(str(tmp_path / "lake"), ds, 3, scale="tiny", seed=3)
+    initdb()
+    run = dagbag.dags["recsys_nightly"].test(
+        logical_date=dt.datetime.fromisoformat(ds).replace(tzinfo=dt.timezone.utc),
+        run_conf={"stop_after": "ingest", "window_days": 3})
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    assert states == {task: "success" if task in ("wait_for_landing", "ingest") else "skipped"
+                      for task in EXPECTED_CHAIN}
+    # Skipped all at once by ingest, not one by one: none of them ever started a try.
+    assert {ti.task_id for ti in run.get_task_instances() if ti.try_number == 0} == set(EXPECTED_CHAIN[2:])
+    assert (tmp_path / "lake" / "raw").is_dir() and not (tmp_path / "lake" / "clean").exists()

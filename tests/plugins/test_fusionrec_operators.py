@@ -69,6 +69,32 @@ def test_a_run_with_stop_after_runs_that_stage_and_skips_every_later_one(monkeyp
                                                                         "ds": DS})
 
 
+def test_the_stop_after_stage_keeps_its_result_and_skips_every_later_task_of_the_dag_at_once(monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.exceptions import DownstreamTasksSkipped
+
+    from jobs.pipeline import STAGE_ORDER
+
+    class TaskInstance:  # what execute uses of context["ti"]
+        def __init__(self):
+            self.pushed = {}
+
+        def xcom_push(self, key, value):
+            self.pushed[key] = value
+
+    calls = fake_run_stage(monkeypatch)
+    dag = DagBag(dag_folder=str(PLUGINS.parent / "dags")).dags["recsys_nightly"]
+    ti = TaskInstance()
+    with pytest.raises(DownstreamTasksSkipped) as skipped:
+        dag.get_task("denoise").execute({"params": {"stop_after": "denoise"}, "ds": DS, "ti": ti})
+    assert [stage for stage, _, _ in calls] == ["denoise"] and ti.pushed == {"return_value": {"rows": 3}}
+    # Every stage after denoise, and nothing else (no sensor or task upstream of it).
+    assert skipped.value.tasks == sorted(STAGE_ORDER[STAGE_ORDER.index("denoise") + 1:])
+    # The last stage has nothing after it: it just returns its result.
+    assert dag.get_task("publish_serving").execute({"params": {"stop_after": "publish_serving"}, "ds": DS,
+                                                    "ti": ti}) == {"rows": 3}
+
+
 def test_the_mlflow_link_opens_the_ui_named_by_fusionrec_mlflow_ui(monkeypatch):
     link = MLflowExperimentLink()
     monkeypatch.setenv("FUSIONREC_MLFLOW_UI", "https://mlflow.example.org:8443")
