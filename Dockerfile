@@ -8,6 +8,9 @@ COPY requirements.txt constraints.txt ./
 # Cluster-only clients: PostgreSQL for Airflow/MLflow metadata, boto3 for MinIO artifacts.
 # GPU workers: build with --build-arg TF_GPU=1 to add the CUDA build of the same TensorFlow.
 ARG TF_GPU=0
+# .pyc written at build time: otherwise every container (and, where PYTHONDONTWRITEBYTECODE is
+# set, every process) compiles TensorFlow, MLflow and Spark's Python anew at each start.
+ENV UV_COMPILE_BYTECODE=1
 RUN pip install --no-cache-dir uv==0.13.8 \
     && uv pip install --system --no-cache -r requirements.txt -c constraints.txt \
     && uv pip install --system --no-cache psycopg2-binary==2.9.13 boto3==1.44.5 \

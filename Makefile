@@ -27,14 +27,19 @@ CONF ?=
 
 .PHONY: venv browser demo test ui stack stack-down stack-status bench-models bench-etl bench-retail bench-search bench-search-latency clean-state
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed-bytecode
 
 # uv resolves and installs the pinned set in well under a minute; constraints.txt freezes
-# every transitive version so a fresh machine gets exactly what CI tested.
-$(VENV)/.installed: requirements.txt constraints.txt
+# every transitive version so a fresh machine gets exactly what CI tested. --compile-bytecode:
+# uv writes no .pyc by default, and where PYTHONDONTWRITEBYTECODE is set (these machines) no
+# process ever writes one, so every Airflow task, spark-submit driver and test worker would
+# compile TensorFlow, Keras, MLflow and Spark's Python from source at each start (16 s of a
+# 42 s register_and_gate). The stamp's name changes with the recipe, so a venv made before
+# is brought up to it.
+$(VENV)/.installed-bytecode: requirements.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(VENV)/bin/uv pip install --quiet --python $(PY) -r requirements.txt -c constraints.txt
+	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) -r requirements.txt -c constraints.txt
 	touch $@
 
 demo: venv
