@@ -175,30 +175,32 @@ def next_version(stores, ds: str) -> str:
     return version_name(ds, max(taken, default=0) + 1)
 
 
-def previous_lists(store) -> tuple[str | None, dict | None]:
-    live = store.live_version()
+def previous_lists(store, live: str | None) -> dict | None:
+    """The lists of store's live version (live), or None when nothing is live."""
     if live is None:
-        return None, None
-    return live, {kind: store.read_all(live, kind) for kind in (USER, ITEM)}
+        return None
+    return {kind: store.read_all(live, kind) for kind in (USER, ITEM)}
 
 
-def later_live_versions(stores, ds: str) -> list[str]:
-    """The live versions (one per store that has one) published by nights later than ds."""
+def later_live_versions(stores, lives: list, ds: str) -> list[str]:
+    """The live versions (lives: one per store, None where nothing is live) published by
+    nights later than ds."""
     day = ds.replace("-", "")
-    lives = [store.live_version() for store in stores]
     return [f"{store.description}: {live}" for store, live in zip(stores, lives)
             if live is not None and version_publication(live)[0] > day]
 
 
 def publish(stores, night: NightLists, ds: str, config: dict) -> dict:
     """Write, check, switch, prune (module docstring); returns what it did."""
-    later = later_live_versions(stores, ds)
+    live_before = [store.live_version() for store in stores]  # read once: the night's only publisher
+    later = later_live_versions(stores, live_before, ds)
     if later:  # a backfilled (or very late) night: the shop keeps the newer lists
         return {"version": None, "previous_version": None, "checks": [], "dropped": {},
                 "skipped": f"a later night's lists are live ({'; '.join(later)}): an older night never "
                            f"replaces them (its lists stay in the lake)"}
     version = next_version(stores, ds)
-    previous_version, previous = previous_lists(stores[0])
+    previous_version = live_before[0]
+    previous = previous_lists(stores[0], previous_version)
     written = []
     try:
         for store in stores:
@@ -212,7 +214,6 @@ def publish(stores, night: NightLists, ds: str, config: dict) -> dict:
     except BaseException:
         drop_quietly(written, version)
         raise
-    live_before = [store.live_version() for store in stores]
     switched = []
     for store in stores:
         try:
