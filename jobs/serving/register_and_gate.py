@@ -18,12 +18,14 @@ own MLflow run instead of registering another.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -164,6 +166,32 @@ def registered_earlier(client, name: str, ds: str, fingerprint: str):
     return max(same, key=lambda version: int(version.version), default=None)
 
 
+@contextlib.contextmanager
+def registered_once(client, config: dict, stage: str, ds: str, name: str, variant: str, fingerprint: str,
+                    log_model: Callable[[], str]) -> Iterator[tuple[object, str]]:
+    """Inside the stage's MLflow run: (the run, the version of name holding tonight's models).
+
+    A version registered for ds with the same fingerprint (an earlier attempt was killed
+    after registering it) is reused, in its own run; otherwise log_model() logs the bundle in
+    a new run and returns its URI, and that is registered, tagged with ds, variant and
+    fingerprint. The caller gates the version inside the block, so the scores land in the run.
+    """
+    import mlflow
+
+    from jobs.common.tracking import stage_run
+
+    earlier = registered_earlier(client, name, ds, fingerprint)
+    with stage_run(config, stage, ds, resume_run_id=earlier and earlier.run_id) as run:
+        if earlier:
+            version = str(earlier.version)
+            print(f"{stage} {ds}: v{version} already holds tonight's models (registered by an earlier "
+                  f"attempt, fingerprint {fingerprint}): gating it, not registering again")
+        else:
+            version = str(mlflow.register_model(
+                log_model(), name, tags={"ds": ds, "variant": variant, FINGERPRINT_TAG: fingerprint}).version)
+        yield run, version
+
+
 def served_code(module: str = FusedRecommenderModel.__module__) -> list[Path]:
     """The jobs files a served model imports: the closure of its pyfunc's module."""
     return module_closure([module], JOBS_DIR)
@@ -171,11 +199,10 @@ def served_code(module: str = FusedRecommenderModel.__module__) -> list[Path]:
 
 def run(night: Night) -> dict:
     """Register tonight's fused model and give it alias champion or challenger."""
-    import mlflow
     from mlflow import MlflowClient
 
     from jobs.common.features import load_features, make_examples
-    from jobs.common.tracking import configure_mlflow, stage_run
+    from jobs.common.tracking import configure_mlflow
     config, ds = night.config, night.ds
 
     name, primary = config["mlflow"]["registered_model"], config["mlflow"]["primary_metric"]
@@ -194,16 +221,8 @@ def run(night: Night) -> dict:
     configure_mlflow(config)  # before the client: a fresh worker process has no tracking URI yet
     client = MlflowClient()
     fingerprint = night_fingerprint(config, ds, variant)
-    earlier = registered_earlier(client, name, ds, fingerprint)
-    with stage_run(config, "register_and_gate", ds, resume_run_id=earlier and earlier.run_id) as run:
-        if earlier:
-            version = str(earlier.version)
-            print(f"register_and_gate {ds}: v{version} already holds tonight's models (registered by an "
-                  f"earlier attempt, fingerprint {fingerprint}): gating it, not registering again")
-        else:
-            model_uri = log_bundle(config, ds, variant, requests.head(2))
-            version = str(mlflow.register_model(
-                model_uri, name, tags={"ds": ds, "variant": variant, FINGERPRINT_TAG: fingerprint}).version)
+    with registered_once(client, config, "register_and_gate", ds, name, variant, fingerprint,
+                         lambda: log_bundle(config, ds, variant, requests.head(2))) as (run, version):
         challenger = score_model(f"models:/{name}/{version}", requests, targets, k)
         gate = gate_version(client, name, version, ds, primary, challenger,
                             lambda uri: score_model(uri, requests, targets, k))

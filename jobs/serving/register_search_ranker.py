@@ -28,15 +28,14 @@ GATE_K = 50  # results asked of each model: Recall@50 needs the top 50
 
 
 def run(night: Night) -> dict:
-    import mlflow
     from mlflow import MlflowClient
 
     from jobs.common.lake import partition_path
-    from jobs.common.tracking import configure_mlflow, stage_run
+    from jobs.common.tracking import configure_mlflow
     from jobs.evaluation.metrics import mlflow_metric_key
     from jobs.search.engine import CONFIG_FILE
-    from jobs.serving.register_and_gate import (FINGERPRINT_TAG, gate_version, log_bundle, night_fingerprint,
-                                                record_gate, registered_earlier)
+    from jobs.serving.register_and_gate import (gate_version, log_bundle, night_fingerprint, record_gate,
+                                                registered_once)
     from jobs.serving.search_model import SearchRankerModel, search_signature
 
     config, ds = night.config, night.ds
@@ -53,17 +52,13 @@ def run(night: Night) -> dict:
     configure_mlflow(config)
     client = MlflowClient()
     fingerprint = night_fingerprint(config, ds, variant, {"search": search_dir})
-    earlier = registered_earlier(client, name, ds, fingerprint)
-    with stage_run(config, "register_search_ranker", ds, resume_run_id=earlier and earlier.run_id) as run:
-        if earlier:
-            version = str(earlier.version)
-            print(f"register_search_ranker {ds}: v{version} already holds tonight's ranker (fingerprint "
-                  f"{fingerprint}): gating it, not registering again")
-        else:
-            model_uri = log_bundle(config, ds, variant, requests.head(2), python_model=SearchRankerModel(),
-                                   signature=search_signature(GATE_K), extra_artifacts={"search": search_dir})
-            version = str(mlflow.register_model(
-                model_uri, name, tags={"ds": ds, "variant": variant, FINGERPRINT_TAG: fingerprint}).version)
+
+    def log_ranker() -> str:
+        return log_bundle(config, ds, variant, requests.head(2), python_model=SearchRankerModel(),
+                          signature=search_signature(GATE_K), extra_artifacts={"search": search_dir})
+
+    with registered_once(client, config, "register_search_ranker", ds, name, variant, fingerprint,
+                         log_ranker) as (run, version):
         challenger = score_search_model(f"models:/{name}/{version}", requests, relevances)
         gate = gate_version(client, name, version, ds, GATE_METRIC, challenger,
                             lambda uri: score_search_model(uri, requests, relevances))
