@@ -52,8 +52,9 @@ class FusionrecStageOperator(BaseOperator):
             raise AirflowSkipException(f"{self.stage}: skipped, this run stops after {config['stop_after']} "
                                        f"(param stop_after)")
         result = run_stage(self.stage, config, context["ds"])
-        later = sorted(task.task_id for task in self.get_flat_relatives(upstream=False))
-        if self.stage == config["stop_after"] and later:
+        later = (sorted(task.task_id for task in self.get_flat_relatives(upstream=False))
+                 if self.stage == config["stop_after"] else [])
+        if later:
             # The run ends here: every later task is marked skipped now, as ShortCircuitOperator
             # does, instead of each starting a worker process only to skip itself (a backfill
             # of many dates would pay that for every task of every date).
