@@ -148,7 +148,33 @@ def run_night_stage(stage: str, night: Night) -> dict:
     result["peak_rss_mb"] = peak_rss_mb()
     record_stage(night.config, night.ds, stage, {"seconds": result["seconds"], "peak_rss_mb": result["peak_rss_mb"]})
     print(f"stage {stage} for {night.ds} finished in {result['seconds']} s (peak {result['peak_rss_mb']} MB)")
+    if stage == last_stage(night.config):
+        log_night_timings(night)
     return result
+
+
+def last_stage(config: dict) -> str:
+    """The night's last stage: config stop_after, or the DAG's last task."""
+    return config.get("stop_after") or STAGE_ORDER[-1]
+
+
+def log_night_timings(night: Night) -> None:
+    """Every stage's seconds and peak memory of the night into MLflow (jobs.common.tracking).
+    They stay in the manifest whatever happens here: the night's outputs are already
+    written, so an unreachable tracking server costs this record only, said in one line."""
+    from jobs.common.night import manifest_path, read_manifest
+    from jobs.common.tracking import log_night_timings as log_to_mlflow
+
+    manifest = read_manifest(night.config, night.ds)
+    if manifest is None:
+        return
+    try:
+        run_id = log_to_mlflow(night.config, night.ds, manifest)
+    except Exception as error:  # noqa: BLE001 - any failure of the tracking store: say it, keep the night
+        print(f"warning: the night's stage timings were not logged to MLflow ({type(error).__name__}: {error}); "
+              f"they are in {manifest_path(night.config, night.ds)}")
+        return
+    print(f"stage timings of night {night.ds}: MLflow run {run_id} (\"night {night.ds}\")")
 
 
 def run_in_process(spec: Stage, night: Night) -> dict:

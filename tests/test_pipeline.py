@@ -102,6 +102,44 @@ def test_run_night_stage_returns_the_result_and_records_seconds_and_peak_memory(
         "evaluate": {"seconds": result["seconds"], "peak_rss_mb": result["peak_rss_mb"]}}
 
 
+def test_the_night_s_last_stage_logs_every_stage_s_timing_to_one_mlflow_run(config, monkeypatch, capsys):
+    from mlflow import MlflowClient
+
+    fake_stage(monkeypatch, {})
+    night = Night.plan(config, DS)
+    start_manifest(night)
+    first = pipeline.run_night_stage("evaluate", night)
+    assert "stage timings" not in capsys.readouterr().out  # not the last stage: nothing logged yet
+    last = pipeline.run_night_stage("publish_serving", night)
+    run_id = capsys.readouterr().out.split("MLflow run ")[1].split()[0]
+    logged = MlflowClient().get_run(run_id)
+    assert logged.info.run_name == f"night {DS}" and logged.data.tags["stage"] == "night"
+    assert logged.data.metrics == {
+        "stage_seconds.evaluate": first["seconds"], "stage_seconds.publish_serving": last["seconds"],
+        "stage_peak_rss_mb.evaluate": first["peak_rss_mb"], "stage_peak_rss_mb.publish_serving": last["peak_rss_mb"],
+        "stages_seconds": round(first["seconds"] + last["seconds"], 1)}
+
+
+def test_a_night_stopping_early_logs_its_timings_after_its_stop_stage(config, monkeypatch, capsys):
+    fake_stage(monkeypatch, {})
+    night = Night.plan(dict(config, stop_after="ingest"), DS)
+    start_manifest(night)  # what the real ingest does
+    pipeline.run_night_stage("ingest", night)
+    assert f"stage timings of night {DS}: MLflow run" in capsys.readouterr().out
+
+
+def test_an_unreachable_tracking_server_costs_the_timing_run_only(config, monkeypatch, capsys):
+    fake_stage(monkeypatch, {"rows": 1})
+    down = dict(config, mlflow=dict(config["mlflow"], tracking_uri="http://127.0.0.1:9"))
+    night = Night.plan(down, DS)
+    start_manifest(night)
+    result = pipeline.run_night_stage("publish_serving", night)
+    assert result["rows"] == 1 and "publish_serving" in read_manifest(down, DS)["stages"]
+    out = capsys.readouterr().out
+    assert "warning: the night's stage timings were not logged to MLflow (TrackingServerUnavailable" in out
+    assert "manifest" in out.splitlines()[-1]
+
+
 def test_run_stage_runs_ingest_with_the_planned_night_and_a_none_result_becomes_a_dict(config, monkeypatch):
     nights = fake_stage(monkeypatch, None)
     result = pipeline.run_stage("ingest", config, DS)

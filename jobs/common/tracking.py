@@ -97,6 +97,26 @@ def stage_run(config: dict, stage: str, ds: str, resume_run_id: str | None = Non
     retire_earlier_runs(experiment_id, stage, ds, keep=run.info.run_id)
 
 
+NIGHT_RUN_STAGE = "night"  # the stage tag of the run that holds a whole night's stage timings
+
+
+def log_night_timings(config: dict, ds: str, manifest: dict) -> str:
+    """The night's per-stage record from its manifest as one MLflow run, "night <ds>": metrics
+    stage_seconds.<stage> and stage_peak_rss_mb.<stage>, stages_seconds (their sum: the
+    stages' own time, without the scheduler's gaps), and the manifest as manifest.json.
+    Logged once the night's last stage has run; a re-run night's run replaces the earlier."""
+    import mlflow
+
+    stages = manifest.get("stages", {})
+    metrics = {f"stage_seconds.{stage}": record["seconds"] for stage, record in stages.items()}
+    metrics.update({f"stage_peak_rss_mb.{stage}": record["peak_rss_mb"] for stage, record in stages.items()})
+    metrics["stages_seconds"] = round(sum(record["seconds"] for record in stages.values()), 1)
+    with stage_run(config, NIGHT_RUN_STAGE, ds) as run:
+        mlflow.log_metrics(metrics)
+        mlflow.log_dict(manifest, "manifest.json")
+    return run.info.run_id
+
+
 def stage_runs(experiment_id: str, stage: str, ds: str) -> list:
     """The active (not deleted) runs of one stage and date, newest first."""
     from mlflow import MlflowClient
