@@ -6,8 +6,11 @@ query-item  bm25 (its score), bm25_rank (1 = best), word_match (share of the que
 item        log_popularity, price_z (price standardised within the category)
 personal    from the user's history alone (what the nightly models know of them):
             user_brand_share / user_category_share (share of their history in the item's
-            brand / category), price_gap (|price_z - the mean price_z of their history|,
-            missing without history), user_history_size, seen_before (times in it)
+            brand / category), user_brand_share_in_category (of their events in the item's
+            category, the share that were of the item's brand: the brand they favour there;
+            missing without events in that category), price_gap (|price_z - the mean price_z
+            of their history|, missing without history), user_history_size, seen_before
+            (times in it)
 
 semantic    embedding_cosine: the cosine of the query and the item in the item encoder's
             space (jobs/search/semantic.py; the nightly ranker only)
@@ -24,6 +27,7 @@ the nightly ranker adds the semantic and nightly groups (NIGHTLY_FEATURES).
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 import pandas as pd
@@ -33,7 +37,8 @@ from jobs.search.text import words
 
 QUERY_ITEM_FEATURES = ("bm25", "bm25_rank", "word_match", "brand_in_query")
 ITEM_FEATURES = ("log_popularity", "price_z")
-PERSONAL_FEATURES = ("user_brand_share", "user_category_share", "price_gap", "user_history_size", "seen_before")
+PERSONAL_FEATURES = ("user_brand_share", "user_category_share", "user_brand_share_in_category", "price_gap",
+                     "user_history_size", "seen_before")
 ALL_FEATURES = QUERY_ITEM_FEATURES + ITEM_FEATURES + PERSONAL_FEATURES
 SEMANTIC_FEATURES = ("embedding_cosine",)
 MODEL_FEATURES = ("encoder_z", "encoder_rank", "recommender_z", "recommender_rank")
@@ -65,12 +70,27 @@ class CatalogSignals:
                    [" ".join(words(brand)) for brand in catalog["brand"]],
                    [frozenset(words(document)) for document in documents])
 
+    @functools.cached_property
+    def n_brands(self) -> int:
+        return int(self.brand_id.max(initial=0)) + 1
+
+    @functools.cached_property
+    def n_categories(self) -> int:
+        return int(self.category_id.max(initial=0)) + 1
+
+    def category_brand(self, items: np.ndarray) -> np.ndarray:
+        """One id per (category, brand) pair of the items: a brand sold in several categories
+        has a pair in each."""
+        return self.category_id[items].astype(np.int64) * self.n_brands + self.brand_id[items]
+
 
 @dataclasses.dataclass
 class UserProfiles:
     """What each user's history says: shares per brand and category, price level, items seen."""
     brand_share: sparse.csr_matrix
     category_share: sparse.csr_matrix
+    # Of a user's events in a category, the share of each brand: column category * n_brands + brand.
+    brand_share_in_category: sparse.csr_matrix
     mean_price_z: np.ndarray  # nan without history
     history_size: np.ndarray
     item_counts: sparse.csr_matrix
@@ -86,11 +106,16 @@ class UserProfiles:
             counts = sparse.csr_matrix((ones, (user, columns)), shape=(n_users, width))
             return sparse.diags(1.0 / np.maximum(size, 1.0)) @ counts
 
+        pairs = sparse.coo_matrix((ones, (user, catalog.category_brand(item))),
+                                  shape=(n_users, catalog.n_categories * catalog.n_brands))
+        pairs.sum_duplicates()
+        in_category = sparse.csr_matrix((ones, (user, catalog.category_id[item])), shape=(n_users, catalog.n_categories))
+        pairs.data = pairs.data / np.asarray(in_category[pairs.row, pairs.col // catalog.n_brands]).ravel()
         price_sum = np.bincount(user, weights=catalog.price_z[item], minlength=n_users)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean_price = np.where(size > 0, price_sum / size, np.nan)
-        return cls(shares(catalog.brand_id[item], int(catalog.brand_id.max()) + 1),
-                   shares(catalog.category_id[item], int(catalog.category_id.max()) + 1),
+        return cls(shares(catalog.brand_id[item], catalog.n_brands), shares(catalog.category_id[item], catalog.n_categories),
+                   pairs.tocsr(),
                    mean_price, size,
                    sparse.csr_matrix((ones, (user, item)), shape=(n_users, len(catalog.brand_id))))
 
@@ -104,11 +129,14 @@ def candidate_features(query: str, user: int, candidates: np.ndarray, bm25: np.n
     query_text = f" {' '.join(query_words)} "
     brand_in_query = np.array([f" {catalog.brand_word[item]} " in query_text for item in candidates], dtype=np.float64)
     users = np.full(len(candidates), user)
+    category_share = np.asarray(profiles.category_share[users, catalog.category_id[candidates]]).ravel()
+    in_category = np.asarray(profiles.brand_share_in_category[users, catalog.category_brand(candidates)]).ravel()
+    brand_share_in_category = np.where(category_share > 0, in_category, np.nan)
     return np.column_stack([
         bm25, np.arange(1, len(candidates) + 1, dtype=np.float64), word_match, brand_in_query,
         catalog.log_popularity[candidates], catalog.price_z[candidates],
         np.asarray(profiles.brand_share[users, catalog.brand_id[candidates]]).ravel(),
-        np.asarray(profiles.category_share[users, catalog.category_id[candidates]]).ravel(),
+        category_share, brand_share_in_category,
         np.abs(catalog.price_z[candidates] - profiles.mean_price_z[user]),
         np.full(len(candidates), profiles.history_size[user]),
         np.asarray(profiles.item_counts[users, candidates]).ravel(),

@@ -12,6 +12,7 @@ import json
 import math
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -344,28 +345,40 @@ def test_bad_arguments_are_named(tmp_path, arguments, message):
 
 
 def test_searchers_open_results_of_their_favourite_brand_and_price_level_more_often_than_the_shop_shows_them():
-    # The same word searched by every user of a shard: the first result drawn by traffic alone
-    # is what a user without tastes would open; the choice model must move the opened results
-    # towards each user's favourite brand and price level (and stay among the word's items).
+    # The same word searched by every user of a shard: all see the shop's one list for it; the
+    # choice model must move the opened results, away from the top of that list, towards each
+    # user's favourite brand and price level.
     scale = generate.SCALES["small"]
     world = generate.build_world(scale, seed=7, days=1)
     samplers = generate.day_samplers(world, 0)
     shard = generate.user_shard(scale, seed=7, part=0)
     users = np.repeat(np.arange(shard.n_users), 4)
     words = np.full(len(users), world.category_words[0, 0])
-    rng = np.random.default_rng(0)
-    by_traffic = samplers.item_with_word.sample(words, rng.random(len(users)))
-    opened = generate.search_choice(world, samplers, shard, users, words, by_traffic, rng)
+    shown = samplers.shop_results[words[0]]
+    opened = generate.search_choice(world, samplers, shard, users, words, np.random.default_rng(0))
+    listed = np.broadcast_to(shown, (len(users), len(shown)))  # every user sees the same list
 
     def favourite_share(items):
-        return np.mean(shard.favourite_brand[users, world.category[items]] == world.brand[items])
+        return np.mean(shard.favourite_brand[users[:, None], world.category[items]] == world.brand[items])
 
     def price_distance(items):
-        return np.mean(np.abs(world.price_z[items] - shard.price_level[users]))
+        return np.mean(np.abs(world.price_z[items] - shard.price_level[users][:, None]))
 
-    assert np.all(np.any(world.title_words[opened] == words[:, None], axis=1))
-    assert favourite_share(opened) > favourite_share(by_traffic) + 0.15
-    assert price_distance(opened) < price_distance(by_traffic) - 0.1
+    assert np.isin(opened, shown).all()
+    assert favourite_share(opened[:, None]) > favourite_share(listed) + 0.15
+    assert price_distance(opened[:, None]) < price_distance(listed) - 0.1
+    assert np.mean(opened == shown[0]) > np.mean(opened == shown[-1])  # position bias
+
+
+def test_the_shop_shows_a_word_s_most_popular_items_in_the_catalog_best_first():
+    # Items 0-3, all holding word 0; item 2 is not in the catalog yet. Popularity 0.1, 0.4, 0.9,
+    # 0.4: the list is 1, 3 (equal popularity: by item), 0, then -1 past the last listed item.
+    world = SimpleNamespace(n_items=4, words=["kelano", "other", "third"],
+                            title_words=np.array([[0, 1], [0, 1], [0, 2], [2, 0]]),
+                            popularity=np.array([0.1, 0.4, 0.9, 0.4]))
+    results = generate.shop_results(world, np.array([True, True, False, True]))
+    assert results[0].tolist() == [1, 3, 0] + [-1] * (generate.SHOWN_RESULTS - 3)
+    assert results[1].tolist()[:3] == [1, 0, -1] and results[2].tolist()[:2] == [3, -1]
 
 
 def test_search_queries_are_sometimes_cut_short_or_misspelled():

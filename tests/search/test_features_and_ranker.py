@@ -35,12 +35,26 @@ def test_candidate_features_by_hand():
     np.testing.assert_allclose(got["log_popularity"], np.log([0.4 * 4, 0.3 * 4]))
     np.testing.assert_allclose(got["user_brand_share"], [1.0, 0.0])
     np.testing.assert_allclose(got["user_category_share"], [2 / 3, 2 / 3])
+    np.testing.assert_allclose(got["user_brand_share_in_category"], [1.0, 0.0])  # both category-0 events Acme's
     np.testing.assert_allclose(got["price_gap"], [1 / 3, 5 / 3])
     np.testing.assert_allclose(got["user_history_size"], [3, 3])
     np.testing.assert_allclose(got["seen_before"], [2, 0])
     new_user = dict(zip(ALL_FEATURES, candidate_features("lamp", 1, np.array([1]), np.array([1.0]), signals(),
                                                          profiles).T))
     assert new_user["user_history_size"][0] == 0 and np.isnan(new_user["price_gap"][0])
+    assert np.isnan(new_user["user_brand_share_in_category"][0])
+
+
+def test_brand_share_in_category_counts_only_the_item_s_category():
+    # User 0 viewed item 0 (Acme, category 0) once and item 3 (Zorb, category 1) twice: Zorb
+    # is 2/3 of their history, but of their one event in category 0 none was Zorb's, so for
+    # the category-0 lamps Acme's share there is 1 and Zorb's 0; in category 1 Zorb's is 1.
+    # Item 2 (Acme, category 1): 0 of their 2 events there.
+    profiles = UserProfiles.from_history(pd.DataFrame({"user": [0, 0, 0], "item": [0, 3, 3]}), signals(), n_users=1)
+    got = dict(zip(ALL_FEATURES, candidate_features("lamp", 0, np.array([0, 1, 2, 3]), np.ones(4), signals(),
+                                                    profiles).T))
+    np.testing.assert_allclose(got["user_brand_share"], [1 / 3, 2 / 3, 1 / 3, 2 / 3])
+    np.testing.assert_allclose(got["user_brand_share_in_category"], [1.0, 0.0, 0.0, 1.0])
     assert features_for(personal=False) == ALL_FEATURES[:6]
 
 
