@@ -65,6 +65,9 @@ VARIANT_FEATURES = {
     "personalized": NIGHTLY_FEATURES,
 }
 SERVED_VARIANT = "personalized"
+# The variants whose gain over hybrid (no personal features) the report also gives, paired.
+PAIRED_WITH_HYBRID = ("personal_history", "personalized")
+GAIN_OVER_HYBRID = "gain_over_hybrid"
 VARIANTS = ("bm25", "embedding", *VARIANT_FEATURES)
 METRICS_FILE, MARKDOWN_FILE, IMPORTANCES_FILE = "search_metrics.json", "search_metrics.md", "importances.json"
 # A searcher's profile reads at most this many of their latest events (a window of 14 days
@@ -361,14 +364,26 @@ def evaluate(config: dict, rankers: dict, test_rows, tested: list, built: BuiltR
         config["search"]["head_query_min_searches"]
     segments = {"all": np.ones(len(tested), dtype=bool), "returning_users": returning, "new_users": ~returning,
                 "head_queries": head, "tail_queries": ~head}
-    report = {}
+    report, contributions = {}, {}
     for variant in VARIANTS:
-        contributions = per_search_metrics(scores[variant], local)
-        by_segment = {segment: summarize(contributions, users, mask, settings["bootstrap_resamples"],
+        contributions[variant] = per_search_metrics(scores[variant], local)
+        by_segment = {segment: summarize(contributions[variant], users, mask, settings["bootstrap_resamples"],
                                          settings["confidence"], config["seed"])
                       for segment, mask in segments.items() if mask.any()}
         report[variant] = {**by_segment["all"], "segments": by_segment}
+    for variant in PAIRED_WITH_HYBRID:
+        report[variant][GAIN_OVER_HYBRID] = paired_gain(contributions[variant], contributions["hybrid"], users,
+                                                        settings, config["seed"])
     return report
+
+
+def paired_gain(variant: dict, baseline: dict, users: np.ndarray, settings: dict, seed: int) -> dict:
+    """The variant's metrics minus the baseline's on the same searches, with the bootstrap
+    interval of that difference (a user's searches resampled together): a gain whose interval
+    excludes 0 is outside the noise, which two overlapping separate intervals cannot tell."""
+    differences = {name: variant[name] - baseline[name] for name in METRICS}
+    return summarize(differences, users, np.ones(len(users), dtype=bool), settings["bootstrap_resamples"],
+                     settings["confidence"], seed)
 
 
 # --- load ------------------------------------------------------------------------------------
@@ -413,6 +428,11 @@ def markdown_table(report: dict, ds: str) -> str:
         for segment, row in report[variant]["segments"].items():
             cells = [f"{row[name]:.2f} [{row[name + '_ci'][0]:.2f}, {row[name + '_ci'][1]:.2f}]" for name in METRICS]
             lines.append(f"| {variant} | {segment} | {row['searches']} | " + " | ".join(cells) + " |")
+    lines += ["", "Gain over hybrid on the same searches (paired; the interval is the difference's, by user):", ""]
+    for variant in PAIRED_WITH_HYBRID:
+        gain = report[variant][GAIN_OVER_HYBRID]
+        lines.append(f"- {variant}: " + ", ".join(f"{name} {gain[name]:+.2f} [{gain[name + '_ci'][0]:+.2f}, "
+                                                  f"{gain[name + '_ci'][1]:+.2f}]" for name in METRICS))
     return "\n".join(lines) + "\n"
 
 
@@ -420,16 +440,25 @@ def log_to_mlflow(config: dict, ds: str, report: dict, report_dir: str) -> None:
     import mlflow
 
     from jobs.common.tracking import stage_run
-    from jobs.evaluation.metrics import mlflow_metric_key
 
     with stage_run(config, "train_search_ranker", ds):
         for variant in VARIANTS:
             for segment, row in report[variant]["segments"].items():
-                prefix = f"search.{variant}" if segment == "all" else f"search.{variant}.{segment}"
-                metrics = {mlflow_metric_key(prefix, name): row[name] for name in METRICS}
-                metrics.update({mlflow_metric_key(prefix, name) + ".ci_low": row[name + "_ci"][0] for name in METRICS})
-                metrics.update({mlflow_metric_key(prefix, name) + ".ci_high": row[name + "_ci"][1] for name in METRICS})
-                mlflow.log_metrics(metrics)
+                mlflow.log_metrics(interval_metrics(f"search.{variant}" if segment == "all"
+                                                    else f"search.{variant}.{segment}", row))
+        for variant in PAIRED_WITH_HYBRID:
+            mlflow.log_metrics(interval_metrics(f"search.{variant}.{GAIN_OVER_HYBRID}", report[variant][GAIN_OVER_HYBRID]))
         mlflow.log_metric("search.test_searches", report["bm25"]["searches"])
         for name in (METRICS_FILE, MARKDOWN_FILE, IMPORTANCES_FILE):
             mlflow.log_artifact(os.path.join(report_dir, name))
+
+
+def interval_metrics(prefix: str, row: dict) -> dict:
+    """MLflow metrics of a summarize(...) row: each metric and its interval's ends."""
+    from jobs.evaluation.metrics import mlflow_metric_key
+
+    metrics = {}
+    for name in METRICS:
+        key = mlflow_metric_key(prefix, name)
+        metrics.update({key: row[name], key + ".ci_low": row[name + "_ci"][0], key + ".ci_high": row[name + "_ci"][1]})
+    return metrics

@@ -24,7 +24,8 @@ DS = "2026-11-20"
 DAYS = 7
 RUN_CONF = {"window_days": DAYS, "user_encoder_epochs": 4, "item_encoder_epochs": 3}
 STAGE_RUNS = ("validate", "train_baselines", "train_user_encoder", "train_item_encoder", "fuse", "evaluate",
-              "train_search_ranker", "register_search_ranker", "register_and_gate")
+              "train_search_ranker", "register_search_ranker", "register_and_gate",
+              "night")  # the night's stage timings, logged after its last stage
 
 
 def run_dag_once():
@@ -169,6 +170,9 @@ def test_the_search_ranker_is_measured_against_bm25_on_the_test_days_searches_an
             low, high = row[f"{metric}_ci"]
             assert 0.0 <= low <= row[metric] <= high <= 100.0, (variant, metric)
         assert {"all", "head_queries", "tail_queries"} <= set(row["segments"]), variant
+    gain = report["personalized"]["gain_over_hybrid"]
+    assert gain["searches"] == report["hybrid"]["searches"]
+    assert gain["NDCG@10_ci"][0] <= gain["NDCG@10"] <= gain["NDCG@10_ci"][1]
     models = Path(partition_path(config, schema.MODEL_SEARCH, DS))
     booster = lightgbm.Booster(model_file=str(models / "ranker.txt"))
     assert booster.feature_name() == json.loads((models / "config.json").read_text())["features"]
@@ -293,6 +297,7 @@ def test_each_training_and_evaluation_stage_logged_one_mlflow_run_per_night_with
     from mlflow.entities import ViewType
 
     from jobs.common.tracking import configure_mlflow
+    from jobs.pipeline import STAGE_ORDER
 
     config = pipeline["config"]
     experiment_id = configure_mlflow(config)
@@ -310,6 +315,8 @@ def test_each_training_and_evaluation_stage_logged_one_mlflow_run_per_night_with
         assert (len(kept), len(replaced)) == (1, 1), f"{stage}: one run per stage and night expected"
         assert replaced[0].data.tags["fusionrec.superseded_by"] == kept[0].info.run_id
         assert replaced[0].info.start_time < kept[0].info.start_time
+    [night] = [r for r in active if r.data.tags.get("stage") == "night"]
+    assert {f"stage_seconds.{stage}" for stage in STAGE_ORDER} <= set(night.data.metrics)
 
 
 def test_first_version_is_champion_and_the_rerun_is_gated_against_it(pipeline):

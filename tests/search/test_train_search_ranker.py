@@ -93,3 +93,24 @@ def test_the_served_ranker_learns_history_on_all_days_then_the_models_on_the_val
         return per_search_metrics(ranker.score(stop.features), scored)["NDCG@10"].mean()  # in %
 
     assert ndcg(served) > 90 > ndcg(first)
+
+
+def test_the_gain_over_hybrid_is_paired_so_a_steady_gain_is_outside_the_noise():
+    # Six users, one search each: hybrid's NDCG@10 spreads from 10 to 60, the variant adds 2 to
+    # every search. Apart, their intervals overlap widely; paired, every resample's difference
+    # is 2, so the gain is 2 [2, 2]. MRR@10 and Recall@50 are equal: 0 [0, 0].
+    import numpy as np
+
+    from jobs.search.quality import summarize
+    from jobs.search.train_search_ranker import paired_gain
+
+    hybrid = {"NDCG@10": np.array([10.0, 20, 30, 40, 50, 60]), "MRR@10": np.full(6, 50.0),
+              "Recall@50": np.full(6, 100.0)}
+    variant = dict(hybrid, **{"NDCG@10": hybrid["NDCG@10"] + 2})
+    users = np.array(list("abcdef"))
+    settings = {"bootstrap_resamples": 200, "confidence": 0.95}
+    apart = [summarize(row, users, np.ones(6, dtype=bool), 200, 0.95, 0)["NDCG@10_ci"] for row in (hybrid, variant)]
+    assert apart[1][0] < apart[0][1]  # the separate intervals overlap
+    gain = paired_gain(variant, hybrid, users, settings, seed=0)
+    assert (gain["NDCG@10"], gain["NDCG@10_ci"]) == (2.0, [2.0, 2.0])
+    assert (gain["MRR@10"], gain["MRR@10_ci"], gain["searches"]) == (0.0, [0.0, 0.0], 6)
