@@ -110,7 +110,8 @@ class UserProfiles:
                                   shape=(n_users, catalog.n_categories * catalog.n_brands))
         pairs.sum_duplicates()
         in_category = sparse.csr_matrix((ones, (user, catalog.category_id[item])), shape=(n_users, catalog.n_categories))
-        pairs.data = pairs.data / np.asarray(in_category[pairs.row, pairs.col // catalog.n_brands]).ravel()
+        if pairs.nnz:  # (indexing a sparse matrix by no positions gives an object array)
+            pairs.data = pairs.data / np.asarray(in_category[pairs.row, pairs.col // catalog.n_brands]).ravel()
         price_sum = np.bincount(user, weights=catalog.price_z[item], minlength=n_users)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean_price = np.where(size > 0, price_sum / size, np.nan)

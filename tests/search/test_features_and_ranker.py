@@ -45,6 +45,13 @@ def test_candidate_features_by_hand():
     assert np.isnan(new_user["user_brand_share_in_category"][0])
 
 
+def test_profiles_of_nobody_s_history_describe_candidates_as_new_users():
+    profiles = UserProfiles.from_history(pd.DataFrame({"user": np.zeros(0, dtype=np.int64),
+                                                       "item": np.zeros(0, dtype=np.int64)}), signals(), n_users=1)
+    got = dict(zip(ALL_FEATURES, candidate_features("lamp", 0, np.array([0, 1]), np.ones(2), signals(), profiles).T))
+    assert np.isnan(got["user_brand_share_in_category"]).all() and (got["user_history_size"] == 0).all()
+
+
 def test_brand_share_in_category_counts_only_the_item_s_category():
     # User 0 viewed item 0 (Acme, category 0) once and item 3 (Zorb, category 1) twice: Zorb
     # is 2/3 of their history, but of their one event in category 0 none was Zorb's, so for
