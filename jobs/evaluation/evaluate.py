@@ -33,8 +33,8 @@ from __future__ import annotations
 import json
 import os
 
-from jobs.evaluation.metrics import (bootstrap_intervals, evaluate_full_catalog, example_segments, metric_contributions,
-                             mlflow_metric_key, parse_metric, segment_metrics)
+from jobs.evaluation.metrics import (bootstrap_intervals, evaluate_full_catalog_many, example_segments,
+                                    metric_contributions, mlflow_metric_key, parse_metric, segment_metrics)
 from jobs.common.schema import REPORTS, SPLIT_TEST
 from jobs.common.night import Night
 
@@ -52,7 +52,7 @@ def run(night: Night) -> dict:
     """Evaluate night ds's models on its test day; returns {"path": reports/dt=<ds>}."""
     from jobs.train.baselines import PopularityScorer
     from jobs.common.features import load_features, make_examples
-    from jobs.serving.night_models import load_all_scorers, night_model_dirs
+    from jobs.serving.night_models import SCORING_MEMO_BYTES, load_all_scorers, night_model_dirs
     from jobs.common.lake import partition_path, replace_partition
     from jobs.common.tracking import stage_run
     config, ds = night.config, night.ds
@@ -63,12 +63,12 @@ def run(night: Night) -> dict:
     test = make_examples(features.sequences, SPLIT_TEST, config["max_seq_len"])
     if len(test.targets) == 0:
         raise ValueError(f"no test-day examples in features/sequences/dt={ds}: nothing to evaluate")
-    scorers = load_all_scorers(night_model_dirs(config, ds), features.items, features.n_items)
+    scorers = load_all_scorers(night_model_dirs(config, ds), features.items, features.n_items, SCORING_MEMO_BYTES)
     popularity = PopularityScorer.from_items(features.items, features.n_items).popularity
     segments = example_segments(test, features.sequences, SPLIT_TEST, settings["long_history_min_events"])
-    results = {name: evaluate_full_catalog(scorers[name], test, settings["ks"], popularity,
-                                           exclude_seen=settings["exclude_seen"])
-               for name in MODEL_NAMES}
+    # Members before fusers on each batch: the fusers reuse what their members just answered.
+    results = evaluate_full_catalog_many({name: scorers[name] for name in MODEL_NAMES}, test, settings["ks"],
+                                         popularity, exclude_seen=settings["exclude_seen"])
     metrics = {name: result.metrics(settings["ks"]) for name, result in results.items()}
     details = detail_report(results, metrics, segments, settings, user_ids=test.user_ids)
 

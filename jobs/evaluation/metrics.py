@@ -105,6 +105,73 @@ class CatalogMaskedScorer:
         return getattr(self.scorer, attribute)
 
 
+class MemoizedScorer:
+    """A scorer that remembers its latest answer, so the same batch asked again is not scored again.
+
+    Fusers score their members on the very batch that the members have just answered on
+    their own: the served search request asks the user encoder for its features and then
+    the fusion, which asks it again; fuse and evaluate score each batch with every member
+    and then with every fuser (evaluate_full_catalog_many). One answer is all those need,
+    so memory stays one batch per member. It is kept by the exact content of the request
+    (items, types, gaps), if it fits in max_bytes, and returned read-only: a caller that
+    changed it in place would change the next caller's answer.
+    """
+
+    def __init__(self, scorer: Scorer, max_bytes: int):
+        self.scorer = scorer
+        self.latest = LatestAnswer(max_bytes)
+
+    def score(self, items: np.ndarray, types: np.ndarray, gaps: np.ndarray | None = None) -> np.ndarray:
+        return self.latest.get(request_key(items, types, gaps),
+                               lambda: _read_only(np.asarray(self.scorer.score(items, types, gaps))))
+
+    def __getattr__(self, attribute):
+        return getattr(self.scorer, attribute)
+
+
+class LatestAnswer:
+    """The answer to the latest request, by the request's key, if its nbytes fit in max_bytes."""
+
+    def __init__(self, max_bytes: int):
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+        self.max_bytes = int(max_bytes)
+        self.key, self.answer = None, None
+        self.hits = self.misses = 0
+
+    def get(self, key, compute):
+        if self.answer is not None and key == self.key:
+            self.hits += 1
+            return self.answer
+        self.misses += 1
+        self.key, self.answer = None, None  # the old answer goes before the new one is computed
+        answer = compute()
+        if answer.nbytes <= self.max_bytes:
+            self.key, self.answer = key, answer
+        return answer
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
+def request_key(items: np.ndarray, types: np.ndarray, gaps: np.ndarray | None) -> bytes:
+    """The exact content of a request: shapes, dtypes and values of its arrays."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=20)
+    for array in (items, types, gaps):
+        if array is None:
+            digest.update(b"none")
+            continue
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.digest()
+
+
 @dataclass(frozen=True)
 class FullCatalogResult:
     """One scorer's pass over all examples: what every report is computed from."""
@@ -146,36 +213,68 @@ def metric_contributions(ranks: np.ndarray, metric: str) -> np.ndarray:
     return _contributions(_check_ranks(ranks), kind, k)
 
 
-def scorer_ranks(scorer: Scorer, examples, batch_size: int = 2048, *, exclude_seen: bool = False) -> np.ndarray:
+# Examples scored per call. The fusers' candidate builder asks its members for batches of
+# this size too, so a member's answer to a batch of the evaluation is the answer a fuser
+# asks for next (MemoizedScorer), and 512 x 50k items is ~100 MB of float32 scores.
+SCORING_BATCH = 512
+
+
+def scorer_ranks(scorer: Scorer, examples, batch_size: int = SCORING_BATCH, *, exclude_seen: bool = False) -> np.ndarray:
     """Target ranks of a scorer over all examples, scoring batch_size examples at a time.
 
-    Batching bounds memory: 2048 examples x 50k items is ~400 MB of float32 scores.
     exclude_seen: rank without the example's history items (see the module docstring).
     """
     return np.concatenate([ranks for _, ranks in _scored_batches(scorer, examples, batch_size, exclude_seen)])
 
 
-def evaluate_scorer(scorer: Scorer, examples, ks=DEFAULT_KS, batch_size: int = 2048, *,
+def evaluate_scorer(scorer: Scorer, examples, ks=DEFAULT_KS, batch_size: int = SCORING_BATCH, *,
                     exclude_seen: bool = False) -> dict[str, float]:
     """Full-catalog ranking metrics of one scorer on Examples (items, types, targets)."""
     return ranking_metrics(scorer_ranks(scorer, examples, batch_size, exclude_seen=exclude_seen), ks)
 
 
+def evaluate_scorers(scorers: dict, examples, ks=DEFAULT_KS, batch_size: int = SCORING_BATCH) -> dict[str, dict]:
+    """{name: evaluate_scorer's metrics} of every scorer, batch by batch with every scorer
+    in turn on each batch (see evaluate_full_catalog_many for why)."""
+    ranks = {name: [] for name in scorers}
+    for batch in _batches(examples, batch_size):
+        for name, scorer in scorers.items():
+            ranks[name].append(_scored(scorer, examples, batch, exclude_seen=False)[1])
+    return {name: ranking_metrics(np.concatenate(parts), ks) for name, parts in ranks.items()}
+
+
 def evaluate_full_catalog(scorer: Scorer, examples, ks=DEFAULT_KS, popularity: np.ndarray | None = None,
-                          exclude_seen: bool = False, batch_size: int = 2048) -> FullCatalogResult:
+                          exclude_seen: bool = False, batch_size: int = SCORING_BATCH) -> FullCatalogResult:
     """Target ranks plus coverage@k and avg_popularity@k of the top-k lists, in one pass.
 
     popularity: float [n_items + 1], training-day counts by item index (entry 0 ignored);
     without it avg_popularity@k is not computed.
     """
+    return evaluate_full_catalog_many({"scorer": scorer}, examples, ks, popularity, exclude_seen,
+                                      batch_size)["scorer"]
+
+
+def evaluate_full_catalog_many(scorers: dict, examples, ks=DEFAULT_KS, popularity: np.ndarray | None = None,
+                               exclude_seen: bool = False, batch_size: int = SCORING_BATCH) -> dict:
+    """{name: evaluate_full_catalog's result} of every scorer, from one pass over the batches.
+
+    Each batch is scored by every scorer in turn (in the dict's order) before the next
+    batch: a fuser then asks its members about the batch they have just answered, which
+    memoized members (MemoizedScorer) and shared candidates (jobs.fusion.CandidateMemo)
+    return without scoring it again, holding one batch, not the whole night.
+    """
     ks = _check_ks(ks)
-    ranks, lists = [], None
-    for scores, batch_ranks in _scored_batches(scorer, examples, batch_size, exclude_seen):
-        if lists is None:
-            lists = TopKListStatistics(n_items=scores.shape[1] - 1, ks=ks, popularity=popularity)
-        lists.add(scores)
-        ranks.append(batch_ranks)
-    return FullCatalogResult(ranks=np.concatenate(ranks), list_metrics=lists.metrics())
+    ranks = {name: [] for name in scorers}
+    lists = {}
+    for batch in _batches(examples, batch_size):
+        for name, scorer in scorers.items():
+            scores, batch_ranks = _scored(scorer, examples, batch, exclude_seen)
+            if name not in lists:
+                lists[name] = TopKListStatistics(n_items=scores.shape[1] - 1, ks=ks, popularity=popularity)
+            lists[name].add(scores)
+            ranks[name].append(batch_ranks)
+    return {name: FullCatalogResult(ranks=np.concatenate(ranks[name]), list_metrics=lists[name].metrics())
+            for name in scorers}
 
 
 class TopKListStatistics:
@@ -342,24 +441,32 @@ def mlflow_metric_key(model_name: str, metric: str) -> str:
 
 def _scored_batches(scorer: Scorer, examples, batch_size: int, exclude_seen: bool):
     """Yield (scores, target ranks) per batch; with exclude_seen the scores are already masked."""
+    for batch in _batches(examples, batch_size, getattr(scorer, "name", "scorer")):
+        yield _scored(scorer, examples, batch, exclude_seen)
+
+
+def _batches(examples, batch_size: int, what: str = "the scorers"):
+    """Slices of batch_size examples covering them all (a clear error for none)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     n_examples = len(examples.targets)
     if n_examples == 0:
-        raise ValueError(f"cannot evaluate {scorer.name!r} on zero examples")
+        raise ValueError(f"cannot evaluate {what!r} on zero examples")
+    return [slice(start, start + batch_size) for start in range(0, n_examples, batch_size)]
+
+
+def _scored(scorer: Scorer, examples, batch: slice, exclude_seen: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, target ranks) of one batch; with exclude_seen the scores are already masked."""
     gaps = getattr(examples, "gaps", None)  # None: examples without timestamps (or a caller's own type)
-    for start in range(0, n_examples, batch_size):
-        batch = slice(start, start + batch_size)
-        scores = scorer.score(examples.items[batch], examples.types[batch], None if gaps is None else gaps[batch])
-        targets = examples.targets[batch]
-        try:
-            if not exclude_seen:
-                yield scores, target_ranks(scores, targets)
-                continue
-            scores, target_seen = _exclude_history(scores, examples.items[batch], targets)
-            yield scores, np.where(target_seen, NOT_RECOMMENDED, target_ranks(scores, targets))
-        except ValueError as error:
-            raise ValueError(f"scorer {scorer.name!r}: {error}") from None
+    scores = scorer.score(examples.items[batch], examples.types[batch], None if gaps is None else gaps[batch])
+    targets = examples.targets[batch]
+    try:
+        if not exclude_seen:
+            return scores, target_ranks(scores, targets)
+        scores, target_seen = _exclude_history(scores, examples.items[batch], targets)
+        return scores, np.where(target_seen, NOT_RECOMMENDED, target_ranks(scores, targets))
+    except ValueError as error:
+        raise ValueError(f"scorer {scorer.name!r}: {error}") from None
 
 
 def _exclude_history(scores: np.ndarray, history_items: np.ndarray,

@@ -32,6 +32,9 @@ PREFIX_LIST = "prefix_recency"  # the weight name of the prefix's own list
 class RankFusion:
     """Weighted RRF over base scorers; equal weights until fit() picks better ones."""
 
+    # A jobs.fusion.CandidateMemo shared with the other fusers of the same members (or None).
+    candidate_memo = None
+
     def __init__(self, base_scorers: Sequence[Scorer], candidates_per_model: int = 50, rrf_k: float = 60,
                  weights: Sequence[float] | None = None, name: str = RRF_NAME, prefix_list: bool = True):
         if not base_scorers:
@@ -74,7 +77,8 @@ class RankFusion:
 
     def score(self, items: np.ndarray, types: np.ndarray, gaps: np.ndarray | None = None) -> np.ndarray:
         """Fused scores [n, n_items + 1]; -inf for items in no base model's top-C (and column 0)."""
-        candidates = build_candidates(self.base_scorers, items, types, self.candidates_per_model, gaps=gaps)
+        candidates = build_candidates(self.base_scorers, items, types, self.candidates_per_model, gaps=gaps,
+                                      memo=self.candidate_memo)
         return scatter_to_catalog(candidates, rrf_slot_scores(candidates, self.weights, self.rrf_k,
                                                               self._prefixes(items)))
 

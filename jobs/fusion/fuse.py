@@ -22,15 +22,15 @@ import os
 
 import numpy as np
 
-from jobs.evaluation.metrics import DEFAULT_KS, PRIMARY_METRIC, evaluate_scorer, mlflow_metric_key, parse_metric
+from jobs.evaluation.metrics import DEFAULT_KS, PRIMARY_METRIC, evaluate_scorers, mlflow_metric_key, parse_metric
 from jobs.fusion import BASE_MODELS, FEATURE_FUSION_SOURCES, select_scorers
 from jobs.fusion.decision_level import VOTE_NAME, RankFusion, equal_weight_vote
 from jobs.fusion.feature_level import FeatureFusion
 from jobs.fusion.model_level import StackingRanker
 from jobs.common.schema import MODEL_FUSION, SPLIT_VALID
 from jobs.common.night import Night
-from jobs.serving.night_models import (FUSER_NAMES, VALID_METRICS_FILE, load_base_scorers, night_model_dirs,
-                                       with_catalog_mask)
+from jobs.serving.night_models import (FUSER_NAMES, SCORING_MEMO_BYTES, VALID_METRICS_FILE, load_base_scorers,
+                                       night_model_dirs, share_candidates, with_catalog_mask)
 
 
 def run(night: Night) -> dict:
@@ -46,19 +46,21 @@ def run(night: Night) -> dict:
     valid = make_examples(features.sequences, SPLIT_VALID, config["max_seq_len"])
     if len(valid.targets) == 0:
         raise ValueError(f"no valid-day examples in features/sequences/dt={ds}: nothing to fit the fusers on")
-    base = load_base_scorers(night_model_dirs(config, ds), features.items, features.n_items)
+    base = load_base_scorers(night_model_dirs(config, ds), features.items, features.n_items, SCORING_MEMO_BYTES)
     fit_part, holdout = split_by_user(valid, settings["holdout_fraction"], config["seed"])
 
     fusion_dir = partition_path(config, MODEL_FUSION, ds)
     with stage_run(config, "fuse", ds):
         fusers, summaries = fit_fusers(base, fit_part, settings, primary, config["seed"])
         ks = _ks_with_primary(DEFAULT_KS, primary)
+        vote = equal_weight_vote(select_scorers(base, BASE_MODELS, VOTE_NAME), settings["candidates_per_model"],
+                                 settings["rrf_k"])
+        share_candidates([*fusers.values(), vote], SCORING_MEMO_BYTES)
         masked_fusers = with_catalog_mask(fusers, features.items, features.n_items)
-        valid_metrics = {name: evaluate_scorer(scorer, holdout, ks)
-                         for name, scorer in {**base, **masked_fusers}.items()}
-        vote_metrics = evaluate_scorer(equal_weight_vote(select_scorers(base, BASE_MODELS, VOTE_NAME),
-                                                         settings["candidates_per_model"], settings["rrf_k"]),
-                                       holdout, ks)
+        # Every model on the same held-out batches in turn: the fusers reuse their members'
+        # answers and one another's candidates (night_models.load_all_scorers).
+        valid_metrics = evaluate_scorers({**base, **masked_fusers, VOTE_NAME: vote}, holdout, ks)
+        vote_metrics = valid_metrics.pop(VOTE_NAME)
         with replace_partition(fusion_dir) as staging:
             for name, fuser in fusers.items():
                 fuser.save(os.path.join(staging, name))

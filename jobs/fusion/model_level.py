@@ -28,6 +28,8 @@ class StackingRanker:
     """Logistic-regression meta-ranker over the union of the base models' top-C lists."""
 
     name = "fusion_stacking"
+    # A jobs.fusion.CandidateMemo shared with the other fusers of the same members (or None).
+    candidate_memo = None
 
     def __init__(self, base_scorers: Sequence[Scorer], popularity: np.ndarray, candidates_per_model: int = 50,
                  coefficients: Sequence[float] | None = None, intercept: float = 0.0,
@@ -86,7 +88,8 @@ class StackingRanker:
         """P(next item) for the candidates, -inf for every other item, [n, n_items + 1]."""
         if self.coefficients is None:
             raise RuntimeError("fusion_stacking must be fitted (or loaded) before scoring")
-        candidates = build_candidates(self.base_scorers, items, types, self.candidates_per_model, gaps=gaps)
+        candidates = build_candidates(self.base_scorers, items, types, self.candidates_per_model, gaps=gaps,
+                                      memo=self.candidate_memo)
         logits = self.candidate_features(candidates, items) @ self.coefficients + self.intercept
         probabilities = np.exp(-np.logaddexp(0.0, -logits))  # sigmoid without overflow
         return scatter_to_catalog(candidates, probabilities)

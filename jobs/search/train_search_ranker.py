@@ -237,7 +237,7 @@ def build_rows(config: dict, ds: str, features, catalog: SearchCatalog, searches
     from jobs.search.lexical import LexicalIndex
     from jobs.search.ranker import candidate_rows
     from jobs.search.semantic import union_candidates
-    from jobs.serving.night_models import load_all_scorers, night_model_dirs
+    from jobs.serving.night_models import SCORING_MEMO_BYTES, load_all_scorers, night_model_dirs
     from jobs.serving.register_and_gate import choose_variant
 
     searches = searches.reset_index(drop=True)
@@ -250,7 +250,8 @@ def build_rows(config: dict, ds: str, features, catalog: SearchCatalog, searches
     profiles = search_profiles(features.sequences, searches, catalog)
 
     recommender = choose_variant(config, ds)
-    scorers = load_all_scorers(night_model_dirs(config, ds), features.items, features.n_items)
+    # Memoized: the served fusion asks the user encoder about the batch it has just answered.
+    scorers = load_all_scorers(night_model_dirs(config, ds), features.items, features.n_items, SCORING_MEMO_BYTES)
     modelled = len(searches) if with_models is None else with_models
     candidate_idx = [catalog.item_idx[candidates] for candidates, _ in retrieved[:modelled]]
     # model_signals reads the histories of the first len(candidate_idx) searches only.

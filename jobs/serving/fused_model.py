@@ -129,13 +129,15 @@ class FusedRecommenderModel(PythonModel):
         return pd.DataFrame({"item_ids": ids, "scores": scores})
 
 
-def load_bundle(bundle: dict[str, str]) -> tuple[dict, dict, np.ndarray]:
-    """(serving.json's settings, every scorer of the night by name, raw item id per item index)."""
+def load_bundle(bundle: dict[str, str], memo_bytes: int = 0) -> tuple[dict, dict, np.ndarray]:
+    """(serving.json's settings, every scorer of the night by name, raw item id per item index).
+
+    memo_bytes: as for jobs.serving.night_models.load_all_scorers."""
     with open(bundle["serving"]) as handle:
         settings = json.load(handle)
     items = pd.read_parquet(bundle["items"]).sort_values(schema.ITEM_IDX)
     n_items = int(items[schema.ITEM_IDX].max())
-    scorers = load_all_scorers({part: bundle[part] for part in MODEL_PARTS}, items, n_items)
+    scorers = load_all_scorers({part: bundle[part] for part in MODEL_PARTS}, items, n_items, memo_bytes)
     item_ids = np.empty(n_items + 1, dtype=object)
     item_ids[items[schema.ITEM_IDX].to_numpy()] = items[schema.ITEM_ID].to_numpy()
     return settings, scorers, item_ids

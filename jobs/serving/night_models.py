@@ -17,7 +17,8 @@ import os
 from jobs.common.features import catalog_mask
 from jobs.common.lake import partition_path
 from jobs.common.schema import MODEL_BASELINES, MODEL_FUSION, MODEL_ITEM_ENCODER, MODEL_USER_ENCODER
-from jobs.evaluation.metrics import CatalogMaskedScorer
+from jobs.evaluation.metrics import CatalogMaskedScorer, MemoizedScorer
+from jobs.fusion import CandidateMemo
 from jobs.fusion.decision_level import RRF_NAME, RankFusion
 from jobs.fusion.feature_level import FeatureFusion
 from jobs.fusion.model_level import StackingRanker
@@ -32,6 +33,11 @@ MODEL_PARTS = tuple(MODEL_DATASETS)
 # {model: {metric: value}} of every base model and fuser, from which the served variant is picked.
 FUSER_NAMES = (FeatureFusion.name, StackingRanker.name, RRF_NAME)
 VALID_METRICS_FILE = "valid_metrics.json"
+# The largest answer a member (and the fusers' shared candidate set) remembers in a stage
+# that scores every model on the same examples (fuse, evaluate): one batch of
+# jobs.evaluation.metrics.SCORING_BATCH examples over ~100,000 items in float32; a larger
+# one is scored again rather than held.
+SCORING_MEMO_BYTES = 256 * 2**20
 
 
 def night_model_dirs(config: dict, ds: str) -> dict:
@@ -39,10 +45,11 @@ def night_model_dirs(config: dict, ds: str) -> dict:
     return {part: partition_path(config, dataset, ds) for part, dataset in MODEL_DATASETS.items()}
 
 
-def load_base_scorers(model_dirs: dict, items_df, n_items: int) -> dict:
+def load_base_scorers(model_dirs: dict, items_df, n_items: int, memo_bytes: int = 0) -> dict:
     """Every base model (fusion.BASE_MODELS), checked to share one catalog, catalog-masked.
 
     model_dirs maps user_encoder, item_encoder and baselines to their directories.
+    memo_bytes > 0: each remembers its latest answer up to that size (memoized()).
     """
     base = {"popularity": PopularityScorer.from_items(items_df, n_items),
             "user_encoder": load_user_encoder_scorer(model_dirs["user_encoder"]),
@@ -54,18 +61,38 @@ def load_base_scorers(model_dirs: dict, items_df, n_items: int) -> dict:
             directory = model_dirs.get(name, model_dirs["baselines"])
             raise ValueError(f"{directory}: {name} knows {known} items, but the items table has "
                              f"n_items={n_items}; were they trained on another night?")
-    return with_catalog_mask(base, items_df, n_items)
+    return memoized(with_catalog_mask(base, items_df, n_items), memo_bytes)
 
 
-def load_all_scorers(model_dirs: dict, items_df, n_items: int) -> dict:
+def load_all_scorers(model_dirs: dict, items_df, n_items: int, memo_bytes: int = 0) -> dict:
     """Every scorer of a night by name: the base models (fusion.BASE_MODELS) and the fusers
-    (FUSER_NAMES). model_dirs is night_model_dirs() or a bundle's copies."""
-    base = load_base_scorers(model_dirs, items_df, n_items)
+    (FUSER_NAMES). model_dirs is night_model_dirs() or a bundle's copies. memo_bytes > 0:
+    the base models remember their latest answer and the fusers share candidate sets, so
+    scoring a batch with a member and then with the fusers scores the member once."""
+    base = load_base_scorers(model_dirs, items_df, n_items, memo_bytes)
     fusion_dir = model_dirs["fusion"]
     fusers = {FeatureFusion.name: FeatureFusion.load(os.path.join(fusion_dir, FeatureFusion.name), base),
               StackingRanker.name: StackingRanker.load(os.path.join(fusion_dir, StackingRanker.name), base),
               RRF_NAME: RankFusion.load(os.path.join(fusion_dir, RRF_NAME), base)}
+    share_candidates(fusers.values(), memo_bytes)
     return {**base, **with_catalog_mask(fusers, items_df, n_items)}
+
+
+def memoized(scorers: dict, memo_bytes: int) -> dict:
+    """Each scorer remembering its latest answer up to memo_bytes (0: the scorers as they are)."""
+    if not memo_bytes:
+        return scorers
+    return {name: MemoizedScorer(scorer, memo_bytes) for name, scorer in scorers.items()}
+
+
+def share_candidates(fusers, memo_bytes: int) -> None:
+    """One CandidateMemo of memo_bytes for every fuser that re-ranks candidate sets (0: none)."""
+    if not memo_bytes:
+        return
+    memo = CandidateMemo(memo_bytes)
+    for fuser in fusers:
+        if hasattr(fuser, "candidate_memo"):
+            fuser.candidate_memo = memo
 
 
 def with_catalog_mask(scorers: dict, items_df, n_items: int) -> dict:

@@ -27,11 +27,15 @@ SEARCH_BUNDLE_PARTS = (*BUNDLE_PARTS, "search")
 # Events of a request's history that the profile features read (the stage reads up to the
 # same number of a searcher's latest events).
 PROFILE_MAX_EVENTS = 500
+# The user encoder answers a request twice, for its own features and inside the served
+# fusion: remembered, it is scored once. The largest answer remembered (one request's is
+# 400 KB at 100,000 items; a large batch of requests is scored twice rather than held).
+REQUEST_MEMO_BYTES = 64 * 2**20
 
 
 def load_search(bundle: dict[str, str]) -> tuple[SearchEngine, Recommender]:
     """(the engine, a Recommender whose encode() turns raw histories into the night's indices)."""
-    settings, scorers, item_ids = load_bundle(bundle)
+    settings, scorers, item_ids = load_bundle(bundle, REQUEST_MEMO_BYTES)
     variant = settings["variant"]
     engine = SearchEngine.load(bundle["search"], bundle["item_encoder"],
                                {"user_encoder": scorers["user_encoder"], variant: scorers[variant]})

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from jobs.train.baselines import PopularityScorer
 from jobs.common.features import catalog_mask
-from jobs.evaluation.metrics import (NOT_RECOMMENDED, CatalogMaskedScorer, TopKListStatistics, bootstrap_intervals,
-                             evaluate_full_catalog, evaluate_scorer, example_segments, metric_contributions,
-                             mlflow_metric_key,
+from jobs.evaluation.metrics import (NOT_RECOMMENDED, CatalogMaskedScorer, MemoizedScorer, TopKListStatistics,
+                             bootstrap_intervals, evaluate_full_catalog, evaluate_full_catalog_many, evaluate_scorer,
+                             evaluate_scorers, example_segments, metric_contributions, mlflow_metric_key,
                              parse_metric, ranking_metrics, segment_metrics, target_ranks, top_k)
 from jobs.common.schema import EVENT_TYPE_IDX, ITEM_IDX, POPULARITY, SPLIT, SPLIT_TEST, TIMESTAMPS, USER_ID
 
@@ -498,3 +498,62 @@ def test_top_k_on_rows_mostly_at_their_floor_matches_a_full_sort():
         scores[:, 0] = -np.inf  # column 0 is padding
         expected = [sorted(range(1, 2001), key=lambda item: (-row[item], item))[:k] for row in scores]
         np.testing.assert_array_equal(top_k(scores, k), expected)
+
+
+# --- memoized members, and every model over the same batches ---------------------------
+
+def test_a_memoized_scorer_answers_the_latest_request_again_without_scoring_it():
+    inner = MatrixScorer(HAND_SCORES)
+    memo = MemoizedScorer(inner, max_bytes=10**6)
+    first = memo.score(np.array([[0], [1]]), np.ones((2, 1)))
+    again = memo.score(np.array([[0], [1]]), np.ones((2, 1)))  # equal content, other arrays
+    assert inner.batch_sizes == [2] and (memo.latest.hits, memo.latest.misses) == (1, 1)
+    assert again is first and np.array_equal(first, HAND_SCORES[[0, 1]])
+    with pytest.raises(ValueError):  # read-only: nobody can change the next caller's answer
+        first[0, 1] = 7.0
+    memo.score(np.array([[0], [1]]), np.ones((2, 1)), np.zeros((2, 1), np.int32))  # other gaps: other request
+    memo.score(np.array([[1], [0]]), np.ones((2, 1)))  # other rows: other request
+    memo.score(np.array([[0], [1]]), np.ones((2, 1)))  # only the latest answer is kept
+    assert inner.batch_sizes == [2, 2, 2, 2]
+    assert memo.name == "matrix"  # everything else is the wrapped scorer's
+
+
+def test_a_memoized_scorer_keeps_no_answer_larger_than_its_budget():
+    inner = MatrixScorer(HAND_SCORES)
+    one_row = HAND_SCORES[[0]].nbytes  # 5 float32 = 20 bytes
+    memo = MemoizedScorer(inner, max_bytes=one_row)
+    for rows in ([[0]], [[0]], [[0], [1]], [[0], [1]]):
+        memo.score(np.array(rows), np.ones((len(rows), 1)))
+    assert inner.batch_sizes == [1, 2, 2]  # the two-row answer (40 bytes) is scored each time
+
+
+def test_evaluating_many_scorers_together_gives_each_its_own_results():
+    rows = np.arange(4)[:, None]
+    examples = FakeExamples(rows, np.ones_like(rows), HAND_TARGETS)
+    shifted = MatrixScorer(np.roll(HAND_SCORES, 1, axis=1))
+    together = evaluate_full_catalog_many({"hand": MatrixScorer(HAND_SCORES), "shifted": shifted}, examples,
+                                          ks=(1, 2), batch_size=3)
+    for name, scorer in (("hand", MatrixScorer(HAND_SCORES)), ("shifted", MatrixScorer(np.roll(HAND_SCORES, 1, axis=1)))):
+        alone = evaluate_full_catalog(scorer, examples, ks=(1, 2), batch_size=3)
+        assert together[name].ranks.tolist() == alone.ranks.tolist()
+        assert together[name].list_metrics == alone.list_metrics
+    assert together["hand"].ranks.tolist() == HAND_RANKS
+    assert shifted.batch_sizes == [3, 1]
+    assert evaluate_scorers({"hand": MatrixScorer(HAND_SCORES)}, examples, ks=(1,), batch_size=3) == \
+        {"hand": evaluate_scorer(MatrixScorer(HAND_SCORES), examples, ks=(1,))}
+
+
+def test_each_batch_is_scored_by_every_scorer_before_the_next_batch():
+    calls = []
+
+    class Recording(MatrixScorer):
+        def score(self, items, types, gaps=None):
+            calls.append((self.name, len(items)))
+            return super().score(items, types)
+
+    first, second = Recording(HAND_SCORES), Recording(HAND_SCORES)
+    first.name, second.name = "member", "fuser"
+    rows = np.arange(4)[:, None]
+    evaluate_full_catalog_many({"member": first, "fuser": second}, FakeExamples(rows, np.ones_like(rows), HAND_TARGETS),
+                               ks=(1,), batch_size=2)
+    assert calls == [("member", 2), ("fuser", 2), ("member", 2), ("fuser", 2)]

@@ -110,6 +110,54 @@ def test_candidates_union_lists_without_repeats():
     assert candidates.n_items == 3
 
 
+def test_list_positions_of_slot_items_agree_with_a_direct_comparison():
+    from jobs.fusion import _rank_in
+
+    rng = np.random.default_rng(5)
+    top_lists = np.stack([rng.permutation(np.arange(1, 30))[:7] for _ in range(25)])  # distinct per row
+    slot_items = rng.integers(0, 30, size=(25, 12))  # 0: an empty slot, never listed
+    direct = slot_items[:, :, None] == top_lists[:, None, :]
+    expected = np.where(direct.any(axis=2) & (slot_items > 0), direct.argmax(axis=2) + 1, 0)
+    assert _rank_in(top_lists, slot_items).tolist() == expected.tolist()
+    # By hand: row [4, 9] lists 9 second and 4 first; 5 is not listed, 0 is an empty slot.
+    assert _rank_in(np.array([[4, 9]]), np.array([[9, 5, 0, 4]])).tolist() == [[2, 0, 0, 1]]
+
+
+class CountingScorer(FixedScorer):
+    def __init__(self, name, row):
+        super().__init__(name, row)
+        self.calls = 0
+
+    def score(self, items, types, gaps=None):
+        self.calls += 1
+        return super().score(items, types)
+
+
+def test_fusers_of_the_same_members_share_one_candidate_set_per_request():
+    from jobs.fusion import CandidateMemo
+
+    a, b = CountingScorer("a", [NEG_INF, 0.9, 0.5, 0.1]), CountingScorer("b", [NEG_INF, 0.2, 0.8, 0.5])
+    memo = CandidateMemo(max_bytes=10**6)
+    rrf, vote = RankFusion([a, b], candidates_per_model=2), equal_weight_vote([a, b], candidates_per_model=2)
+    rrf.candidate_memo = vote.candidate_memo = memo
+    types = np.ones_like(ONE_EXAMPLE)
+    fused, voted = rrf.score(ONE_EXAMPLE, types), vote.score(ONE_EXAMPLE.copy(), types)
+    assert (a.calls, b.calls) == (1, 1) and (memo.hits, memo.misses) == (1, 1)
+    # The same scores as without the memo.
+    alone = RankFusion([a, b], candidates_per_model=2)
+    assert np.array_equal(fused, alone.score(ONE_EXAMPLE, types))
+    assert np.array_equal(voted, equal_weight_vote([a, b], candidates_per_model=2).score(ONE_EXAMPLE, types))
+    shared = memo.get([a, b], 2, ONE_EXAMPLE, types, None, lambda: pytest.fail("built again"))
+    with pytest.raises(ValueError):  # a shared set is read-only
+        shared.items[0, 0] = 5
+    # Other members (or their order), or another C, are other sets.
+    for members, per_model in (([b, a], 2), ([a, b], 1)):
+        other = RankFusion(members, candidates_per_model=per_model)
+        other.candidate_memo = memo
+        other.score(ONE_EXAMPLE, types)
+    assert (memo.hits, memo.misses) == (2, 3)
+
+
 def test_candidate_target_ranks_agree_with_dense_full_catalog_ranks():
     rng = np.random.default_rng(3)
     score_matrices = [rng.integers(0, 4, size=(40, 13)).astype(np.float64) for _ in range(2)]
