@@ -86,3 +86,17 @@ def test_write_similar_items_reads_the_nights_saved_models(tmp_config):
 
     assert as_lists(pd.read_parquet(result["similar_items_path"])) == EXPECTED
     assert result["similar_items_items"] == 4
+
+
+def test_top_orders_only_what_can_make_the_cut_and_keeps_ties_by_the_smaller_index():
+    from jobs.serving.similar_items import _top
+
+    rng = np.random.default_rng(11)
+    candidates = rng.permutation(np.arange(1, 401))
+    scores = rng.integers(0, 15, size=400).astype(np.float64)  # many ties, also at the cut
+    scores[:3] = -np.inf
+    full_order = np.lexsort((candidates, -scores))
+    for n in (1, 5, 20, 399, 400, 500):
+        assert _top(candidates, scores, n) == [int(c) for c in candidates[full_order][:n]]
+    # By hand: scores 0.5 (item 7), 0.9 (item 3), 0.5 (item 2): the best, then the tie by index.
+    assert _top(np.array([7, 3, 2]), np.array([0.5, 0.9, 0.5]), 2) == [3, 2]
