@@ -68,7 +68,8 @@ class RankFusion:
         # The per-list contributions do not depend on the weights: computed once, each grid
         # point is then one matrix-vector product (6 models + the prefix at 5 steps: 462 points).
         contributions = rrf_contributions(candidates, self.rrf_k, self._prefixes(examples.items))
-        values = np.array([self._metric_on(candidates, contributions, weights, examples.targets, metric)
+        grid_metric = TargetRanksOnGrid(candidates, contributions, examples.targets)
+        values = np.array([ranking_metrics(grid_metric.ranks(weights), ks=(parse_metric(metric)[1],))[metric]
                            for weights in grid])
         self.weights = grid[_best_index(values, grid)]
         equal = np.full(len(self.list_names), 1.0 / len(self.list_names))
@@ -104,6 +105,33 @@ class RankFusion:
         _, k = parse_metric(metric)
         ranks = candidate_target_ranks(candidates, contributions @ np.asarray(weights, dtype=np.float64), targets)
         return ranking_metrics(ranks, ks=(k,))[metric]
+
+
+class TargetRanksOnGrid:
+    """candidate_target_ranks of the slot scores contributions @ weights, for many weights.
+
+    What does not depend on the weights is found once: which examples have their target
+    among the candidates (the others rank last whatever the weights) and in which slot.
+    Each weight vector then scores only those examples' slots: the same float32 scores and
+    the same conservative ties as candidate_target_ranks, at a fraction of its work, which
+    the grid repeats 462 times.
+    """
+
+    def __init__(self, candidates: Candidates, contributions: np.ndarray, targets: np.ndarray):
+        filled = candidates.filled
+        is_target = filled & (candidates.items == np.asarray(targets)[:, None])
+        self.found = np.flatnonzero(is_target.any(axis=1))
+        self.target_slot = is_target[self.found].argmax(axis=1)
+        self.filled = filled[self.found]
+        self.contributions = contributions[self.found]
+        self.n_examples, self.n_items = len(targets), candidates.n_items
+
+    def ranks(self, weights: np.ndarray) -> np.ndarray:
+        slot_scores = (self.contributions @ np.asarray(weights, dtype=np.float64)).astype(np.float32)
+        target_score = slot_scores[np.arange(len(self.found)), self.target_slot][:, None]
+        ranks = np.full(self.n_examples, self.n_items, dtype=np.int64)
+        ranks[self.found] = (self.filled & (slot_scores >= target_score)).sum(axis=1)
+        return ranks
 
 
 def equal_weight_vote(base_scorers: Sequence[Scorer], candidates_per_model: int = 50,

@@ -175,6 +175,21 @@ MODEL_B = FixedScorer("b", [NEG_INF, 0.2, 0.8, 0.5])  # ranks: item 2 -> 1, item
 ONE_EXAMPLE = np.ones((1, HISTORY), np.int32)
 
 
+def test_grid_target_ranks_equal_candidate_target_ranks_for_every_weight_vector():
+    from jobs.fusion.decision_level import TargetRanksOnGrid, rrf_contributions
+
+    rng = np.random.default_rng(8)
+    score_matrices = [rng.integers(0, 5, size=(60, 16)).astype(np.float64) for _ in range(3)]  # ties
+    candidates = candidates_from_scores(score_matrices, per_model=4)
+    targets = rng.integers(1, 16, size=60)  # some outside every list: they rank last (16)
+    contributions = rrf_contributions(candidates, rrf_k=2.0)
+    on_grid = TargetRanksOnGrid(candidates, contributions, targets)
+    assert 0 < len(on_grid.found) < 60
+    for weights in simplex_grid(3, 4):
+        expected = candidate_target_ranks(candidates, contributions @ weights, targets)
+        assert on_grid.ranks(weights).tolist() == expected.tolist()
+
+
 def test_rrf_scores_by_hand():
     fusion = RankFusion([MODEL_A, MODEL_B], candidates_per_model=3, rrf_k=1, weights=[0.75, 0.25],
                         prefix_list=False)
