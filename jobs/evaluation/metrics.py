@@ -237,7 +237,7 @@ def evaluate_scorers(scorers: dict, examples, ks=DEFAULT_KS, batch_size: int = S
     """{name: evaluate_scorer's metrics} of every scorer, batch by batch with every scorer
     in turn on each batch (see evaluate_full_catalog_many for why)."""
     ranks = {name: [] for name in scorers}
-    for batch in _batches(examples, batch_size):
+    for batch in _batches(examples, batch_size, ", ".join(scorers)):
         for name, scorer in scorers.items():
             ranks[name].append(_scored(scorer, examples, batch, exclude_seen=False)[1])
     return {name: ranking_metrics(np.concatenate(parts), ks) for name, parts in ranks.items()}
@@ -250,8 +250,8 @@ def evaluate_full_catalog(scorer: Scorer, examples, ks=DEFAULT_KS, popularity: n
     popularity: float [n_items + 1], training-day counts by item index (entry 0 ignored);
     without it avg_popularity@k is not computed.
     """
-    return evaluate_full_catalog_many({"scorer": scorer}, examples, ks, popularity, exclude_seen,
-                                      batch_size)["scorer"]
+    name = getattr(scorer, "name", "scorer")
+    return evaluate_full_catalog_many({name: scorer}, examples, ks, popularity, exclude_seen, batch_size)[name]
 
 
 def evaluate_full_catalog_many(scorers: dict, examples, ks=DEFAULT_KS, popularity: np.ndarray | None = None,
@@ -266,7 +266,7 @@ def evaluate_full_catalog_many(scorers: dict, examples, ks=DEFAULT_KS, popularit
     ks = _check_ks(ks)
     ranks = {name: [] for name in scorers}
     lists = {}
-    for batch in _batches(examples, batch_size):
+    for batch in _batches(examples, batch_size, ", ".join(scorers)):
         for name, scorer in scorers.items():
             scores, batch_ranks = _scored(scorer, examples, batch, exclude_seen)
             if name not in lists:
@@ -445,7 +445,7 @@ def _scored_batches(scorer: Scorer, examples, batch_size: int, exclude_seen: boo
         yield _scored(scorer, examples, batch, exclude_seen)
 
 
-def _batches(examples, batch_size: int, what: str = "the scorers"):
+def _batches(examples, batch_size: int, what: str):
     """Slices of batch_size examples covering them all (a clear error for none)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")

@@ -557,3 +557,11 @@ def test_each_batch_is_scored_by_every_scorer_before_the_next_batch():
     evaluate_full_catalog_many({"member": first, "fuser": second}, FakeExamples(rows, np.ones_like(rows), HAND_TARGETS),
                                ks=(1,), batch_size=2)
     assert calls == [("member", 2), ("fuser", 2), ("member", 2), ("fuser", 2)]
+
+
+def test_evaluating_on_zero_examples_names_the_scorers():
+    empty = FakeExamples(np.zeros((0, 1), np.int64), np.zeros((0, 1), np.int64), np.zeros(0, np.int64))
+    with pytest.raises(ValueError, match="cannot evaluate 'matrix' on zero examples"):
+        evaluate_full_catalog(MatrixScorer(HAND_SCORES), empty)
+    with pytest.raises(ValueError, match="cannot evaluate 'member, fuser' on zero examples"):
+        evaluate_scorers({"member": MatrixScorer(HAND_SCORES), "fuser": MatrixScorer(HAND_SCORES)}, empty)
