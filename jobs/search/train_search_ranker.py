@@ -9,7 +9,8 @@ transform  a BM25 index over the catalog (title, category, brand); for every sea
            item, the query-item cosine, the searcher's window history before the search, and
            what tonight's user encoder and served fusion variant say of each candidate for the
            last max_seq_len events of it (what they read); LightGBM LambdaRank rankers
-load       models/search/dt=<ds>/ (ranker.txt in LightGBM's own format, index/, config.json),
+load       models/search/dt=<ds>/ (ranker.txt in LightGBM's own format, index/, config.json,
+           user_histories.parquet: each user's latest events, for requests that send a user id),
            reports/search/dt=<ds>/ (search_metrics.json, search_metrics.md, importances.json),
            and an MLflow run "train_search_ranker <ds>" with metrics search.<variant>.<metric>
 
@@ -58,6 +59,7 @@ from jobs.search.engine import (CATALOG_FILE, CONFIG_FILE, INDEX_DIR, RANKER_FIL
 from jobs.search.features import (ALL_FEATURES, ITEM_FEATURES, MODEL_FEATURES, NIGHTLY_FEATURES, QUERY_ITEM_FEATURES,
                                   SEMANTIC_FEATURES, UserProfiles, model_signals, nightly_columns)
 from jobs.search.quality import METRICS, per_search_metrics, summarize
+from jobs.serving.stored_histories import USER_HISTORIES_FILE, user_histories_table
 
 VARIANT_FEATURES = {
     "hybrid": QUERY_ITEM_FEATURES + ITEM_FEATURES + SEMANTIC_FEATURES,
@@ -117,7 +119,8 @@ def run(night: Night) -> dict:
                        "semantic_candidates": config["search"]["semantic_candidates"],
                        "recommender": built.recommender, "trees": {name: r.trees for name, r in rankers.items()}}
     importances = rankers[SERVED_VARIANT].importances()
-    save_models(config, ds, catalog, built.index, rankers[SERVED_VARIANT], report["setup"])
+    save_models(config, ds, catalog, built.index, rankers[SERVED_VARIANT], report["setup"],
+                user_histories_table(features.sequences, features.items, PROFILE_MAX_EVENTS))
     write_report(report_dir, report, ds, importances)
     log_to_mlflow(config, ds, report, report_dir)
     best = report[SERVED_VARIANT]
@@ -389,8 +392,10 @@ def paired_gain(variant: dict, baseline: dict, users: np.ndarray, settings: dict
 
 # --- load ------------------------------------------------------------------------------------
 
-def save_models(config: dict, ds: str, catalog: SearchCatalog, index, ranker, setup: dict) -> str:
-    """Everything a request needs besides the night's recommendation models (jobs/search/engine.py)."""
+def save_models(config: dict, ds: str, catalog: SearchCatalog, index, ranker, setup: dict,
+                user_histories: pd.DataFrame) -> str:
+    """Everything a request needs besides the night's recommendation models (jobs/search/engine.py),
+    with the users' latest events for requests that send only a user id (jobs/serving/stored_histories.py)."""
     from jobs.common.lake import partition_path, replace_partition
 
     folder = partition_path(config, schema.MODEL_SEARCH, ds)
@@ -399,6 +404,7 @@ def save_models(config: dict, ds: str, catalog: SearchCatalog, index, ranker, se
         index.save(os.path.join(staging, INDEX_DIR))
         catalog.frame.to_parquet(os.path.join(staging, CATALOG_FILE), index=False)
         title_vocabulary(config, ds).to_parquet(os.path.join(staging, VOCABULARY_FILE), index=False)
+        user_histories.to_parquet(os.path.join(staging, USER_HISTORIES_FILE), index=False)
         with open(os.path.join(staging, CONFIG_FILE), "w") as handle:
             json.dump({"variant": SERVED_VARIANT, "features": list(ranker.feature_names),
                        "search": config["search"], "max_seq_len": config["max_seq_len"], **setup}, handle, indent=2)

@@ -182,12 +182,14 @@ def test_the_search_ranker_is_measured_against_bm25_on_the_test_days_searches_an
 
 def test_the_search_ranker_answers_a_query_as_an_mlflow_pyfunc_from_the_nights_models(pipeline, tmp_path):
     import mlflow
+    import numpy as np
     import pandas as pd
 
     from jobs.search.engine import CATALOG_FILE
     from jobs.serving.fused_model import write_serving_settings
     from jobs.serving.night_models import night_model_dirs
     from jobs.serving.search_model import SearchRankerModel, search_signature
+    from jobs.serving.stored_histories import USER_HISTORIES_FILE
 
     config = pipeline["config"]
     search_dir = Path(partition_path(config, schema.MODEL_SEARCH, DS))
@@ -214,6 +216,25 @@ def test_the_search_ranker_answers_a_query_as_an_mlflow_pyfunc_from_the_nights_m
     documents = dict(zip(catalog["item_id"], catalog["document"]))
     assert word in documents[top.item_ids[0]].split()  # the best result names the word
     assert list(answers.iloc[2].item_ids) == []  # no token of it is in the index, no word in the vocabulary
+
+    # A request that names only a (hashed) user id is answered as if it had sent the user's
+    # events stored by the night; an unknown id as a new visitor.
+    stored = pd.read_parquet(search_dir / USER_HISTORIES_FILE)
+    stored = stored[[all(item is not None for item in history) for history in stored["history"]]]
+    user = stored.iloc[int(np.argmax([len(history) for history in stored["history"]]))]
+    requests = pd.DataFrame({
+        "query": [word] * 4,
+        "user_id": [user.user_id, None, "no-such-user", user.user_id],
+        "history": [[], list(user.history), [], list(user.history[-2:])],
+        "event_types": [None, list(user.event_types), None, list(user.event_types[-2:])],
+        "timestamps": [None, [int(s) for s in user.timestamps], None, [int(s) for s in user.timestamps[-2:]]],
+    })
+    by_id, sent, unknown, resent = model.predict(requests, params={"k": 10}).itertuples()
+    anonymous = answers.iloc[1]
+    assert (list(by_id.item_ids), list(by_id.scores)) == (list(sent.item_ids), list(sent.scores))
+    assert (list(resent.item_ids), list(resent.scores)) == (list(sent.item_ids), list(sent.scores))  # not twice
+    assert (list(unknown.item_ids), list(unknown.scores)) == (list(anonymous.item_ids), list(anonymous.scores))
+    assert list(by_id.scores) != list(anonymous.scores)  # the ranker's personal features read the history
 
 
 def test_each_night_registers_a_search_ranker_gated_on_ndcg_at_10_against_the_champion(pipeline):
@@ -246,10 +267,13 @@ def test_mlflow_models_serve_answers_a_search_from_the_registered_champion(pipel
 
     from devtools.stack import free_port
     from jobs.search.engine import CATALOG_FILE
+    from jobs.serving.stored_histories import USER_HISTORIES_FILE
 
     config = pipeline["config"]
-    catalog = pd.read_parquet(Path(partition_path(config, schema.MODEL_SEARCH, DS)) / CATALOG_FILE)
+    search_dir = Path(partition_path(config, schema.MODEL_SEARCH, DS))
+    catalog = pd.read_parquet(search_dir / CATALOG_FILE)
     word = catalog["document"].iloc[0].split()[-3]  # a title word (documents end with category and brand codes)
+    user = str(pd.read_parquet(search_dir / USER_HISTORIES_FILE)[schema.USER_ID].iloc[0])
     port = free_port()
     # The scoring server is started as `uvicorn` from PATH: the one beside this interpreter.
     env = {**os.environ, "MLFLOW_TRACKING_URI": config["mlflow"]["tracking_uri"],
@@ -270,8 +294,9 @@ def test_mlflow_models_serve_answers_a_search_from_the_registered_champion(pipel
             assert server.poll() is None, f"mlflow models serve exited: {server.stdout.read()[-3000:]}"
             assert time.monotonic() < deadline, "mlflow models serve did not answer /ping within 240 s"
             time.sleep(2)
-        body = {"dataframe_split": {"columns": ["query", "history"],
-                                    "data": [[word, catalog["item_id"].iloc[:2].tolist()], [word, []]]},
+        # The second request names a user whose history the night stored (and sends none).
+        body = {"dataframe_split": {"columns": ["query", "user_id", "history"],
+                                    "data": [[word, None, catalog["item_id"].iloc[:2].tolist()], [word, user, []]]},
                 "params": {"k": 5}}
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
                                          headers={"Content-Type": "application/json"})
