@@ -194,6 +194,10 @@ class UserEncoderConfig(Section):
     # The rate is multiplied by it before each epoch after the first (1.0: constant).
     learning_rate_decay: float = 0.5
     patience: int = 2
+    # An epoch counts as progress only if it lowers the valid loss by at least this share of
+    # the last progress (jobs/train/models/plateau_stopping.py); `patience` epochs without
+    # progress end the run, keeping the lowest valid loss's weights. 0: any decrease counts.
+    min_relative_improvement: float = Field(0.0, ge=0.0, lt=1.0)
     # "full_softmax" scores every catalog item per example; "sampled_softmax" scores the
     # batch's other targets (in-batch negatives) plus `num_sampled_negatives` items drawn by
     # popularity, with the logQ correction, for catalogs too large for a full softmax.

@@ -121,7 +121,8 @@ def train_user_encoder(train: Examples, valid: Examples, n_items: int, n_event_t
             make_dataset(_model_inputs(encoder, valid), batch_size, targets=valid.targets),
             epochs=settings["epochs"], patience=settings["patience"], valid_recall=valid_recall,
             on_epoch_end=on_epoch_end, max_train_minutes=settings["max_train_minutes"],
-            learning_rate_decay=settings["learning_rate_decay"])
+            learning_rate_decay=settings["learning_rate_decay"],
+            min_relative_improvement=settings["min_relative_improvement"])
     exported = copy_to_float32(build_encoder, encoder)
     return TrainedUserEncoder(exported, item_table(exported), history)
 

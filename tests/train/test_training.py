@@ -138,3 +138,40 @@ def test_copy_to_float32_rebuilds_a_mixed_precision_model_with_its_weights():
     # 0.5 * 1 - 2 * 3 + 0.25 = -5.25, computed in float32.
     output = exported(np.array([[1.0, 3.0]], dtype=np.float32))
     assert output.dtype == "float32" and float(output[0, 0]) == -5.25
+
+
+@pytest.mark.parametrize("min_relative_improvement, patience, stopped_after, restored", [
+    # Losses 10, 9, 8.95, 8.94, 8.0. Floor 1%: epoch 1 is progress (9 < 10 * 0.99 = 9.9), epochs
+    # 2 and 3 are not (8.95 and 8.94 are not below 9 * 0.99 = 8.91): patience 2 stops after
+    # epoch 3 and restores epoch 3, the lowest loss, though its decrease was below the floor.
+    (0.01, 2, 3, 3.0),
+    (0.01, 1, 2, 2.0),  # patience 1: the first epoch without progress (2) ends the run
+    (0.0, 2, None, 4.0),  # no floor: every decrease is progress, so all five epochs run
+])
+def test_plateau_stopping_asks_each_epoch_for_a_relative_gain_and_restores_the_lowest_loss(
+        min_relative_improvement, patience, stopped_after, restored):
+    import keras
+
+    from jobs.train.models.plateau_stopping import PlateauStopping
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
+    stopping = PlateauStopping(MONITORED, patience, min_relative_improvement)
+    stopping.set_model(model)
+    stopping.on_train_begin()
+    model.stop_training, ran = False, []
+    for epoch, loss in enumerate([10.0, 9.0, 8.95, 8.94, 8.0]):
+        model.set_weights([np.array([[float(epoch)]])])  # the weight names the epoch it comes from
+        stopping.on_epoch_end(epoch, {MONITORED: loss})
+        ran.append(epoch)
+        if model.stop_training:
+            break
+    stopping.on_train_end()
+    assert ran[-1] == (4 if stopped_after is None else stopped_after)
+    assert float(model.get_weights()[0][0, 0]) == restored
+
+
+def test_plateau_stopping_refuses_a_floor_outside_zero_to_one():
+    from jobs.train.models.plateau_stopping import PlateauStopping
+
+    with pytest.raises(ValueError, match="min_relative_improvement in \\[0, 1\\)"):
+        PlateauStopping(MONITORED, 2, 1.5)

@@ -71,17 +71,21 @@ EpochLogger = Callable[[int, dict], None]
 
 def fit_with_early_stopping(model, train_data, valid_data, epochs: int, patience: int,
                             valid_recall: Callable[[], float], on_epoch_end: EpochLogger | None = None,
-                            max_train_minutes: float | None = None, learning_rate_decay: float = 1.0) -> dict:
+                            max_train_minutes: float | None = None, learning_rate_decay: float = 1.0,
+                            min_relative_improvement: float = 0.0) -> dict:
     """Fit, adding VALID_RECALL after every epoch; stop on val_loss and restore the best weights.
 
     on_epoch_end(epoch, logs) receives each epoch's complete logs (e.g. log_epoch_to_mlflow).
     max_train_minutes: a time budget (None: none); see TrainingDeadline.
     learning_rate_decay: the learning rate is multiplied by it before every epoch after the
     first (1.0: constant); see decayed_learning_rate.
+    patience, min_relative_improvement: see PlateauStopping.
     Returns the history: one list per metric plus best_epoch (0-based), train_seconds and
     stopped_by_deadline.
     """
     import keras
+
+    from jobs.train.models.plateau_stopping import PlateauStopping
 
     def add_valid_recall(epoch, logs):
         logs[VALID_RECALL] = valid_recall()
@@ -113,7 +117,7 @@ def fit_with_early_stopping(model, train_data, valid_data, epochs: int, patience
                                                     on_epoch_end=stop_at_deadline))
     # Last: its on_train_end restores the best epoch's weights however training ended
     # (patience, the epoch limit or the deadline).
-    callbacks.append(keras.callbacks.EarlyStopping(monitor=MONITORED, patience=patience, restore_best_weights=True))
+    callbacks.append(PlateauStopping(MONITORED, patience, min_relative_improvement))
     # shuffle=False: the batches already shuffle with their seed.
     fitted = model.fit(train_data, validation_data=valid_data, epochs=epochs, callbacks=callbacks, shuffle=False,
                        verbose=0)
