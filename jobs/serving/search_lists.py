@@ -124,19 +124,17 @@ def merge_segment_lists(requests: pd.DataFrame, predictions: pd.DataFrame, n: in
 
 
 def window_histories(sequences: pd.DataFrame, items: pd.DataFrame, users: list[str], max_events: int) -> dict[str, dict]:
-    """{user_id: the search pyfunc's history fields} of each user's last max_events window events (raw ids)."""
-    id_of = dict(zip(items[schema.ITEM_IDX], items[schema.ITEM_ID]))
-    type_name = {index: name for name, index in schema.EVENT_TYPE_INDEX.items()}
-    wanted = set(users)
+    """{user_id: the search pyfunc's history fields} of each user's last max_events window events
+    (raw ids; an event outside the night's catalog is left out: a request's history is raw ids)."""
+    from jobs.serving.stored_histories import user_histories_table
+
+    table = user_histories_table(sequences[sequences[schema.USER_ID].isin(set(users))], items, max_events)
     histories = {}
-    for user in sequences.itertuples(index=False):
-        user_id = getattr(user, schema.USER_ID)
-        if user_id not in wanted:
-            continue
-        window = slice(-max_events, None)
-        histories[user_id] = {"history": [id_of[i] for i in np.asarray(getattr(user, schema.ITEM_IDX))[window]],
-                              "event_types": [type_name[t] for t in np.asarray(getattr(user, schema.EVENT_TYPE_IDX))[window]],
-                              "timestamps": [int(t) for t in np.asarray(getattr(user, schema.TIMESTAMPS))[window]]}
+    for user, history, types, seconds in zip(table[schema.USER_ID], table["history"], table["event_types"],
+                                             table["timestamps"]):
+        known = [position for position, item in enumerate(history) if item is not None]
+        histories[user] = {"history": [history[p] for p in known], "event_types": [types[p] for p in known],
+                           "timestamps": [seconds[p] for p in known]}
     return histories
 
 

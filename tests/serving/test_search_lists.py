@@ -6,7 +6,8 @@ import pytest
 
 from jobs.common import schema
 from jobs.serving.search_lists import (NEW_VISITORS, head_queries, merge_segment_lists, query_key,
-                                       reciprocal_rank_fusion, segment_members, segment_requests, user_segments)
+                                       reciprocal_rank_fusion, segment_members, segment_requests, user_segments,
+                                       window_histories)
 
 
 def test_head_queries_count_a_query_by_its_words_and_break_ties_alphabetically():
@@ -74,3 +75,15 @@ def test_segment_lists_merge_the_members_answers_per_query():
     empty = merge_segment_lists(pd.DataFrame({"segment": [], schema.QUERY: []}), pd.DataFrame({"item_ids": []}),
                                 n=2, model_version="")
     assert empty.empty and list(empty.columns) == list(table.columns)
+
+
+def test_window_histories_give_the_members_latest_catalog_events_as_raw_ids():
+    items = pd.DataFrame({schema.ITEM_IDX: [1, 2], schema.ITEM_ID: ["a", "b"]})
+    view, cart = schema.EVENT_TYPE_INDEX[schema.VIEW], schema.EVENT_TYPE_INDEX[schema.ADD_TO_CART]
+    sequences = pd.DataFrame({schema.USER_ID: ["u1", "u2"], schema.ITEM_IDX: [[1, 0, 2, 1], [2]],
+                              schema.EVENT_TYPE_IDX: [[view, view, cart, view], [view]],
+                              schema.TIMESTAMPS: [[10, 20, 30, 40], [5]]})
+    # u1's last three events are (0, 2, 1) at 20, 30, 40: index 0 (outside the catalog) has no
+    # raw id to send, so b (cart, 30) and a (view, 40) remain; u2 is not a member.
+    assert window_histories(sequences, items, ["u1"], max_events=3) == {
+        "u1": {"history": ["b", "a"], "event_types": [schema.ADD_TO_CART, schema.VIEW], "timestamps": [30, 40]}}
