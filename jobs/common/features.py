@@ -171,6 +171,64 @@ def make_examples(sequences: pd.DataFrame, split: int, max_len: int) -> Examples
                     user_ids=flat.user_of_event[target_events], gaps=gaps)
 
 
+@dataclass(frozen=True)
+class WindowExamples:
+    """make_examples' targets grouped into windows that a causal model reads once for many targets.
+
+    Column c of a window's inputs holds one event of its user (0 outside the user's events:
+    left of the first, right of the last); targets[w, j] is the next item after input column
+    max_len + j, or 0 where that next event is not a target (no loss there).
+    """
+
+    items: np.ndarray  # int32 [windows, 2 * max_len]
+    types: np.ndarray  # int32 [windows, 2 * max_len]
+    gaps: np.ndarray  # int32 [windows, 2 * max_len]
+    targets: np.ndarray  # int32 [windows, max_len]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+def make_window_examples(sequences: pd.DataFrame, split: int, max_len: int) -> WindowExamples:
+    """Every target of make_examples(sequences, split, max_len), once, in windows of 2 * max_len events.
+
+    Why: make_examples gives each target its own max_len-event history, so a causal encoder
+    (a GRU, causal self-attention) runs max_len steps per target; here it runs 2 steps per
+    target. The targets at positions k * max_len + 1 .. (k + 1) * max_len of a user's sequence
+    share window k, whose inputs are the events at positions (k - 1) * max_len .. (k + 1) * max_len - 1,
+    so each target still sees at least its last max_len events (all it has, near the start),
+    and at most 2 * max_len - 1.
+    """
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1, got {max_len}")
+    flat = _FlatSequences.of(sequences)
+    n_events = len(flat.items)
+    positions = np.arange(n_events) - flat.user_starts
+    is_target = (flat.splits == split) & (positions >= 1) & (flat.items != 0)
+    target_events = np.flatnonzero(is_target)
+    # One window per (user, block of max_len target positions) that holds a target.
+    windows = np.unique(np.stack([flat.user_starts[target_events], (positions[target_events] - 1) // max_len], 1),
+                        axis=0).reshape(-1, 2)
+    user_start, block = windows[:, 0], windows[:, 1]
+    # The user who owns events from user_start: the last of those starting there (an empty
+    # sequence shares its start with the next user's).
+    owner = np.searchsorted(flat.first_event, user_start, side="right") - 1
+    user_end = user_start + np.diff(np.append(flat.first_event, n_events))[owner]
+    columns = (user_start + (block - 1) * max_len)[:, None] + np.arange(2 * max_len)[None, :]
+    inside = (columns >= user_start[:, None]) & (columns < user_end[:, None])
+    at = np.where(inside, columns, 0)
+    inputs = {name: np.where(inside, values[at], 0).astype(np.int32) if n_events else
+              np.zeros(columns.shape, dtype=np.int32) for name, values in
+              (("items", flat.items), ("types", flat.types), ("gaps", flat.gaps))}
+    following = columns[:, max_len:] + 1
+    has_target = following < user_end[:, None]
+    following = np.where(has_target, following, 0)
+    targets = np.where(has_target & is_target[following], flat.items[following], 0) if n_events else \
+        np.zeros((0, max_len), dtype=np.int64)
+    return WindowExamples(items=inputs["items"], types=inputs["types"], gaps=inputs["gaps"],
+                          targets=targets.astype(np.int32))
+
+
 def histories_before(sequences: pd.DataFrame, user_ids, times, max_len: int) -> Examples:
     """The history of each (user, epoch second) request: the user's events strictly before that
     second, in make_examples' layout (last max_len, left-padded). A user without sequence or

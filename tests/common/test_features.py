@@ -8,7 +8,7 @@ import pytest
 
 from jobs.common.features import (
     LOG_POPULARITY, event_gap_buckets, gap_buckets, histories_before, item_feature_arrays, load_features,
-    make_examples,
+    make_examples, make_window_examples,
     transition_pairs, vocabulary_size, write_features,
 )
 from jobs.common.lake import partition_path
@@ -52,6 +52,43 @@ def test_valid_examples_see_earlier_splits_but_nothing_later():
     np.testing.assert_array_equal(examples.types, [[1, 2, 1], [0, 0, 1], [0, 1, 1], [1, 1, 2]])
     np.testing.assert_array_equal(examples.targets, [7, 6, 6, 1])
     assert list(examples.user_ids) == ["u1", "u2", "u2", "u2"]
+
+
+def test_window_examples_group_the_targets_into_windows_of_twice_max_len():
+    windows = make_window_examples(two_user_sequences(), SPLIT_VALID, max_len=2)
+    # u1's one valid target (7, position 3) is in block (3 - 1) // 2 = 1: inputs are positions
+    # 0..3 (3 5 3 7); the last two columns predict positions 3 (7) and 4 (2, a test event: 0).
+    # u2's valid targets at positions 1, 2 (block 0) and 3 (block 1): block 0 reads positions
+    # -2..1 (0 0 4 6) and predicts 6 6; block 1 reads 0..3 (4 6 6 1) and predicts 1, then
+    # nothing past u2's last event.
+    np.testing.assert_array_equal(windows.items, [[3, 5, 3, 7], [0, 0, 4, 6], [4, 6, 6, 1]])
+    np.testing.assert_array_equal(windows.types, [[1, 2, 1, 4], [0, 0, 1, 1], [1, 1, 2, 3]])
+    np.testing.assert_array_equal(windows.targets, [[7, 0], [6, 6], [1, 0]])
+    assert windows.gaps.shape == (3, 4) and windows.targets.dtype == np.int32
+
+
+def test_window_examples_hold_each_target_once_with_the_history_make_examples_gives_it():
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(0, 30, size=40)  # some users have no event at all
+    sequences = pd.DataFrame({
+        USER_ID: [f"u{i}" for i in range(len(lengths))],
+        ITEM_IDX: [rng.integers(0, 9, size=n) for n in lengths],  # item 0: outside the catalog, never a target
+        EVENT_TYPE_IDX: [rng.integers(1, 5, size=n) for n in lengths],
+        TIMESTAMPS: [np.cumsum(rng.integers(1, 5000, size=n)) for n in lengths],
+        SPLIT: [rng.choice([T, V], size=n) for n in lengths],
+    })
+    max_len = 4
+    for split in (T, V):
+        examples = make_examples(sequences, split, max_len)
+        windows = make_window_examples(sequences, split, max_len)
+        found = []
+        for w, j in zip(*np.nonzero(windows.targets)):
+            end = max_len + j + 1  # the history of the target after column max_len + j
+            found.append((tuple(windows.items[w, end - max_len:end]), tuple(windows.types[w, end - max_len:end]),
+                          tuple(windows.gaps[w, end - max_len:end]), int(windows.targets[w, j])))
+        expected = [(tuple(i), tuple(t), tuple(g), int(target)) for i, t, g, target
+                    in zip(examples.items, examples.types, examples.gaps, examples.targets)]
+        assert sorted(found) == sorted(expected) and len(found) == len(examples)
 
 
 def test_gap_buckets_count_the_edges_at_or_below_the_gap():
