@@ -81,25 +81,27 @@ def masked_cross_entropy(targets, logits):
 
 
 def valid_scores(encoder, item_embedding, scale: float, valid) -> tuple[float, float]:
-    """(mean full-softmax loss, recall@20 with the target below every tie) on the valid examples."""
+    """(mean full-softmax loss, recall@20) on the valid examples, ranked as the nightly job ranks
+    (jobs.train.encoder_scorers.recall_at_k: full catalog, conservative ties)."""
     from keras import ops
 
+    from jobs.train.encoder_scorers import EmbeddingScorer, recall_at_k
     from jobs.train.models.user_encoder import unit_rows
 
-    vectors = encoder.predict([valid.items, valid.types, valid.gaps], batch_size=1024, verbose=0)
-    vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    table = ops.convert_to_numpy(unit_rows(item_embedding.embeddings))
-    losses, hits = [], []
-    for start in range(0, len(vectors), 2048):
-        logits = scale * vectors[start:start + 2048] @ table.T
-        logits[:, 0] = -np.inf
-        targets = valid.targets[start:start + 2048]
+    def scaled_unit_vectors(items, types, gaps):  # the cosine logits' user side
+        vectors = np.asarray(encoder.predict_on_batch([items, types, gaps]), dtype=np.float32)
+        return scale * vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+    scorer = EmbeddingScorer("gru", ops.convert_to_numpy(unit_rows(item_embedding.embeddings)), scaled_unit_vectors)
+    losses, start = [], 0
+    for logits in scorer.score_batches(valid.items, valid.types, valid.gaps):
+        targets = valid.targets[start:start + len(logits)]
+        start += len(logits)
         top = logits.max(axis=1)
         log_normalizer = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
-        target_logits = logits[np.arange(len(targets)), targets]
-        losses.append(log_normalizer - target_logits)
-        hits.append((logits >= target_logits[:, None]).sum(axis=1) <= 20)
-    return float(np.concatenate(losses).mean()), float(np.concatenate(hits).mean())
+        losses.append(log_normalizer - logits[np.arange(len(targets)), targets])
+    recall = recall_at_k(scorer, valid.items, valid.types, valid.targets, 20, gaps=valid.gaps)
+    return float(np.concatenate(losses).mean()), recall
 
 
 def train_scheme(scheme: str, sequences, n_items: int, n_event_types: int, max_len: int, settings: dict,
