@@ -227,10 +227,11 @@ def _fit_user_encoder(data: SessionData, options: argparse.Namespace, model: str
 
     max_len = options.gru_max_len
     n_fit = n_fit_sessions(data, options.valid_share)
-    train = prefix_examples(data.train_sessions[:n_fit], max_len)
-    valid = prefix_examples(data.train_sessions[n_fit:], max_len)
     settings = encoder_settings(model, options)
-    print(f"{model}: {len(train)} training / {len(valid)} valid prefixes, settings {settings}", flush=True)
+    train = session_training_examples(data.train_sessions[:n_fit], settings, max_len)
+    valid = prefix_examples(data.train_sessions[n_fit:], max_len)
+    print(f"{model}: {int(np.count_nonzero(train.targets))} training targets in {len(train)} "
+          f"{settings['training_examples']} / {len(valid)} valid prefixes, settings {settings}", flush=True)
     trained = train_user_encoder(train, valid, data.n_items, N_EVENT_TYPES, settings, seed=options.seed)
     saved = encoder_cache_dir(options, model)
     saved.mkdir(parents=True, exist_ok=True)
@@ -338,6 +339,22 @@ def _load_cached_encoder(model: str, options: argparse.Namespace) -> TruncatingS
         raise FileNotFoundError(missing_encoder_message(saved, model))
     max_len = json.loads((saved / "config.json").read_text())["max_len"]
     return TruncatingScorer(model, load_user_encoder_scorer(str(saved)), max_len)
+
+
+def session_training_examples(sessions: list[np.ndarray], settings: dict, max_len: int):
+    """The sessions' prefixes (prefix_examples) as the encoder trains on them: the nightly job's
+    training_examples, windows by default, with each session as one user of views."""
+    import pandas as pd
+
+    from jobs.common.schema import EVENT_TYPE_IDX, ITEM_IDX, SPLIT, SPLIT_TRAIN, TIMESTAMPS, USER_ID
+    from jobs.train.train_user_encoder import training_examples
+
+    sequences = pd.DataFrame({
+        USER_ID: np.arange(len(sessions)), ITEM_IDX: list(sessions),
+        EVENT_TYPE_IDX: [np.full(len(session), VIEW_TYPE) for session in sessions],
+        TIMESTAMPS: [np.zeros(len(session), dtype=np.int64) for session in sessions],  # no gaps: time_gaps is off
+        SPLIT: [np.full(len(session), SPLIT_TRAIN) for session in sessions]})
+    return training_examples(sequences, settings, max_len)
 
 
 def prefix_examples(sessions: list[np.ndarray], max_len: int) -> Examples:

@@ -220,6 +220,11 @@ class UserEncoderConfig(Section):
     # Stop after the epoch past which another would overrun this many minutes, keeping
     # the best epoch so far (null: no budget).
     max_train_minutes: float | None = None
+    # "windows": each pass over a window of events trains the next item of every position
+    # (jobs/train/models/window_training.py); "prefixes": one max_len-event history per
+    # target, read anew for each (make_examples). Same targets either way; windows read
+    # each event about twice instead of max_len times (bench/README.md, "Window training").
+    training_examples: Literal["windows", "prefixes"] = "windows"
 
 
 class ItemEncoderConfig(Section):

@@ -177,30 +177,39 @@ class WindowExamples:
 
     Column c of a window's inputs holds one event of its user (0 outside the user's events:
     left of the first, right of the last); targets[w, j] is the next item after input column
-    max_len + j, or 0 where that next event is not a target (no loss there).
+    context + j, or 0 where that next event is not a target (no loss there). The first
+    `context` columns only give context.
     """
 
-    items: np.ndarray  # int32 [windows, 2 * max_len]
-    types: np.ndarray  # int32 [windows, 2 * max_len]
-    gaps: np.ndarray  # int32 [windows, 2 * max_len]
+    items: np.ndarray  # int32 [windows, context + max_len]
+    types: np.ndarray  # int32 [windows, context + max_len]
+    gaps: np.ndarray  # int32 [windows, context + max_len]
     targets: np.ndarray  # int32 [windows, max_len]
 
     def __len__(self) -> int:
         return len(self.targets)
 
+    @property
+    def context(self) -> int:
+        return self.items.shape[1] - self.targets.shape[1]
 
-def make_window_examples(sequences: pd.DataFrame, split: int, max_len: int) -> WindowExamples:
-    """Every target of make_examples(sequences, split, max_len), once, in windows of 2 * max_len events.
+
+def make_window_examples(sequences: pd.DataFrame, split: int, max_len: int, context: int | None = None
+                         ) -> WindowExamples:
+    """Every target of make_examples(sequences, split, max_len), once, in windows of context + max_len events.
 
     Why: make_examples gives each target its own max_len-event history, so a causal encoder
-    (a GRU, causal self-attention) runs max_len steps per target; here it runs 2 steps per
-    target. The targets at positions k * max_len + 1 .. (k + 1) * max_len of a user's sequence
-    share window k, whose inputs are the events at positions (k - 1) * max_len .. (k + 1) * max_len - 1,
-    so each target still sees at least its last max_len events (all it has, near the start),
-    and at most 2 * max_len - 1.
+    (a GRU, causal self-attention) runs max_len steps per target; here it runs
+    (context + max_len) / max_len steps per target. The targets at positions k * max_len + 1 ..
+    (k + 1) * max_len of a user's sequence share window k, whose inputs are the events at
+    positions k * max_len - context .. (k + 1) * max_len - 1. With context = max_len (the
+    default, for the GRU) each target still sees at least its last max_len events (all it
+    has, near the start); with context 0 (SASRec, whose positions span max_len) a target sees
+    the events of its block up to it, as SASRec's paper trains.
     """
-    if max_len < 1:
-        raise ValueError(f"max_len must be >= 1, got {max_len}")
+    context = max_len if context is None else context
+    if max_len < 1 or context < 0:
+        raise ValueError(f"max_len must be >= 1 and context >= 0, got {max_len} and {context}")
     flat = _FlatSequences.of(sequences)
     n_events = len(flat.items)
     positions = np.arange(n_events) - flat.user_starts
@@ -214,13 +223,13 @@ def make_window_examples(sequences: pd.DataFrame, split: int, max_len: int) -> W
     # sequence shares its start with the next user's).
     owner = np.searchsorted(flat.first_event, user_start, side="right") - 1
     user_end = user_start + np.diff(np.append(flat.first_event, n_events))[owner]
-    columns = (user_start + (block - 1) * max_len)[:, None] + np.arange(2 * max_len)[None, :]
+    columns = (user_start + block * max_len - context)[:, None] + np.arange(context + max_len)[None, :]
     inside = (columns >= user_start[:, None]) & (columns < user_end[:, None])
     at = np.where(inside, columns, 0)
     inputs = {name: np.where(inside, values[at], 0).astype(np.int32) if n_events else
               np.zeros(columns.shape, dtype=np.int32) for name, values in
               (("items", flat.items), ("types", flat.types), ("gaps", flat.gaps))}
-    following = columns[:, max_len:] + 1
+    following = columns[:, context:] + 1
     has_target = following < user_end[:, None]
     following = np.where(has_target, following, 0)
     targets = np.where(has_target & is_target[following], flat.items[following], 0) if n_events else \

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from jobs.train.encoder_scorers import encoder_inputs, recall_at_k, user_encoder_scorer
-from jobs.common.features import Examples, load_features, make_examples, vocabulary_size
+from jobs.common.features import (
+    Examples, WindowExamples, load_features, make_examples, make_window_examples, vocabulary_size,
+)
 from jobs.common.lake import partition_path, replace_partition
 from jobs.train.models.training import (
     VALID_RECALL_K, EpochLogger, copy_to_float32, final_metrics, fit_with_early_stopping, log_epoch_to_mlflow,
@@ -30,6 +32,8 @@ ARCHITECTURES = (ARCHITECTURE_GRU, ARCHITECTURE_SASREC)
 LOSS_FULL_SOFTMAX = "full_softmax"
 LOSS_SAMPLED_SOFTMAX = "sampled_softmax"
 LOSSES = (LOSS_FULL_SOFTMAX, LOSS_SAMPLED_SOFTMAX)
+EXAMPLES_WINDOWS = "windows"
+EXAMPLES_PREFIXES = "prefixes"
 
 
 @dataclass
@@ -46,11 +50,11 @@ def run(night: Night) -> dict:
 
     features = load_features(config, ds)
     max_len = config["max_seq_len"]
-    train = make_examples(features.sequences, SPLIT_TRAIN, max_len)
+    settings = config[SECTION]
+    train = training_examples(features.sequences, settings, max_len)
     valid = make_examples(features.sequences, SPLIT_VALID, max_len)
     _require_examples(train, "train", ds)
     _require_examples(valid, "valid", ds)
-    settings = config[SECTION]
     sizes = {
         "n_items": features.n_items,
         # Type ids 1..5 plus padding, or more if the features ever declare more.
@@ -70,20 +74,35 @@ def run(night: Night) -> dict:
     return {"path": model_dir}
 
 
-def _require_examples(examples: Examples, split_name: str, ds: str) -> None:
+def training_examples(sequences, settings: dict, max_len: int) -> Examples | WindowExamples:
+    """The train split as settings["training_examples"] asks: windows (each architecture's
+    context, see window_training.py) or one prefix per target."""
+    kind = settings["training_examples"]
+    if kind == EXAMPLES_PREFIXES:
+        return make_examples(sequences, SPLIT_TRAIN, max_len)
+    if kind != EXAMPLES_WINDOWS:
+        raise ValueError(f"user_encoder.training_examples must be one of {EXAMPLES_WINDOWS}, {EXAMPLES_PREFIXES}, "
+                         f"got {kind!r}")
+    context = max_len if settings["architecture"] == ARCHITECTURE_GRU else 0
+    return make_window_examples(sequences, SPLIT_TRAIN, max_len, context=context)
+
+
+def _require_examples(examples: Examples | WindowExamples, split_name: str, ds: str) -> None:
     if len(examples) == 0:
         raise ValueError(f"features/sequences/dt={ds} yields no {split_name} examples "
                          f"(no {split_name}-split event after a user's first event): cannot train the user encoder")
 
 
-def train_user_encoder(train: Examples, valid: Examples, n_items: int, n_event_types: int, settings: dict,
-                       seed: int, on_epoch_end: EpochLogger | None = None) -> TrainedUserEncoder:
+def train_user_encoder(train: Examples | WindowExamples, valid: Examples, n_items: int, n_event_types: int,
+                       settings: dict, seed: int, on_epoch_end: EpochLogger | None = None) -> TrainedUserEncoder:
     """Fit the configured encoder (GRU or SASRec) with the configured loss; early-stop on the valid examples.
 
     settings: the whole user_encoder config section (jobs/common/config.py); "loss" is
-    full_softmax or sampled_softmax (with "num_sampled_negatives"). on_epoch_end(epoch,
-    logs) sees every epoch's loss, val_loss and val_recall_at_20. val_loss is the
-    full-softmax loss under either training loss (see SampledSoftmaxTrainer).
+    full_softmax or sampled_softmax (with "num_sampled_negatives"). train: prefixes
+    (make_examples) or windows (training_examples); valid: always prefixes, scored as
+    served. on_epoch_end(epoch, logs) sees every epoch's loss, val_loss and
+    val_recall_at_20. val_loss is the full-softmax loss of the prefixes whatever the
+    training loss and examples (see EncoderTrainer).
     """
     import keras
 
@@ -97,14 +116,14 @@ def train_user_encoder(train: Examples, valid: Examples, n_items: int, n_event_t
         raise ValueError(f"user_encoder.num_sampled_negatives must be >= 0 (0: in-batch negatives only), "
                          f"got {num_sampled_negatives}")
     keras.utils.set_random_seed(seed)
-    max_len = train.items.shape[1]
+    max_len = valid.items.shape[1]
 
     def build_encoder():
         return build_encoder_from_settings(settings, n_items, n_event_types, max_len)
 
     with training_precision():
         encoder = build_encoder()
-        model, compiled_loss = training_model(encoder, loss, train.targets, n_items, num_sampled_negatives, seed)
+        model, compiled_loss = training_model(encoder, loss, train, n_items, num_sampled_negatives, seed)
         # XLA fuses the GRU's per-step ops: about 1.5-2x faster per epoch on CPU (measured at
         # the small scale); Keras' "auto" leaves it off for recurrent models.
         model.compile(optimizer=keras.optimizers.Adam(settings["learning_rate"]), loss=compiled_loss,
@@ -117,7 +136,8 @@ def train_user_encoder(train: Examples, valid: Examples, n_items: int, n_event_t
         batch_size = settings["batch_size"]
         history = fit_with_early_stopping(
             model,
-            make_dataset(_model_inputs(encoder, train), batch_size, seed=seed, targets=train.targets),
+            make_dataset(_model_inputs(encoder, train), train_batch_size(train, batch_size), seed=seed,
+                         targets=train.targets),
             make_dataset(_model_inputs(encoder, valid), batch_size, targets=valid.targets),
             epochs=settings["epochs"], patience=settings["patience"], valid_recall=valid_recall,
             on_epoch_end=on_epoch_end, max_train_minutes=settings["max_train_minutes"],
@@ -127,22 +147,38 @@ def train_user_encoder(train: Examples, valid: Examples, n_items: int, n_event_t
     return TrainedUserEncoder(exported, item_table(exported), history)
 
 
-def _model_inputs(encoder, examples: Examples) -> tuple:
+def _model_inputs(encoder, examples: Examples | WindowExamples) -> tuple:
     return tuple(encoder_inputs(encoder, examples.items, examples.types, examples.gaps))
 
 
-def training_model(encoder, loss: str, train_targets: np.ndarray, n_items: int, num_sampled_negatives: int,
-                    seed: int):
-    """(model to fit, loss for compile): full-softmax logits + full_softmax_loss, or the sampled trainer.
+def train_batch_size(train: Examples | WindowExamples, batch_size: int) -> int:
+    """Rows per step: batch_size prefixes, or as many windows as hold about batch_size target positions."""
+    if isinstance(train, WindowExamples):
+        return max(1, -(-batch_size // train.targets.shape[1]))
+    return batch_size
 
-    The sampled trainer computes its own loss (compile gets None); its sampler draws by the
+
+def training_model(encoder, loss: str, train: Examples | WindowExamples, n_items: int, num_sampled_negatives: int,
+                   seed: int):
+    """(model to fit, loss for compile): a trainer for windows; for prefixes full-softmax logits +
+    full_softmax_loss, or the sampled trainer.
+
+    The trainers compute their own loss (compile gets None); a sampler draws by the
     popularity of each item as a train target.
     """
     from jobs.train.models.user_encoder import SampledSoftmaxTrainer, build_training_model, full_softmax_loss
+    from jobs.train.models.window_training import WindowTrainer, window_context
 
+    target_counts = np.bincount(train.targets.ravel(), minlength=n_items + 1)  # item 0 (no target) is never drawn
+    if isinstance(train, WindowExamples):
+        if train.context != window_context(encoder, train.targets.shape[1]):
+            raise ValueError(f"windows with {train.context} context events do not fit this architecture "
+                             "(see training_examples)")
+        sampled = None if loss == LOSS_FULL_SOFTMAX else {
+            "target_counts": target_counts, "num_sampled_negatives": num_sampled_negatives, "seed": seed}
+        return WindowTrainer(encoder, train.targets.shape[1], sampled), None
     if loss == LOSS_FULL_SOFTMAX:
         return build_training_model(encoder), full_softmax_loss
-    target_counts = np.bincount(train_targets, minlength=n_items + 1)
     return SampledSoftmaxTrainer(encoder, target_counts, num_sampled_negatives, seed), None
 
 

@@ -67,6 +67,16 @@ def test_window_examples_group_the_targets_into_windows_of_twice_max_len():
     assert windows.gaps.shape == (3, 4) and windows.targets.dtype == np.int32
 
 
+def test_window_examples_without_context_read_each_block_alone():
+    # context 0 (SASRec): window k reads positions 2k..2k+1 and predicts 2k+1..2k+2. u1's
+    # valid target 7 (position 3) is in block 1: reads 3 7, predicts 7 then 2 (test: 0).
+    # u2: block 0 reads 4 6 and predicts 6 6; block 1 reads 6 1 and predicts 1, then nothing.
+    windows = make_window_examples(two_user_sequences(), SPLIT_VALID, max_len=2, context=0)
+    np.testing.assert_array_equal(windows.items, [[3, 7], [4, 6], [6, 1]])
+    np.testing.assert_array_equal(windows.targets, [[7, 0], [6, 6], [1, 0]])
+    assert windows.context == 0 and make_window_examples(two_user_sequences(), SPLIT_VALID, max_len=2).context == 2
+
+
 def test_window_examples_hold_each_target_once_with_the_history_make_examples_gives_it():
     rng = np.random.default_rng(3)
     lengths = rng.integers(0, 30, size=40)  # some users have no event at all
@@ -89,6 +99,20 @@ def test_window_examples_hold_each_target_once_with_the_history_make_examples_gi
         expected = [(tuple(i), tuple(t), tuple(g), int(target)) for i, t, g, target
                     in zip(examples.items, examples.types, examples.gaps, examples.targets)]
         assert sorted(found) == sorted(expected) and len(found) == len(examples)
+        # Without context the same targets, each after the tail of its history within its block.
+        blocks = make_window_examples(sequences, split, max_len, context=0)
+        found = [(tuple(blocks.items[w, :j + 1]), int(blocks.targets[w, j]))
+                 for w, j in zip(*np.nonzero(blocks.targets))]
+        expected = [(tuple(i[max_len - 1 - (j % max_len):]), int(target)) for i, target, j
+                    in zip(examples.items, examples.targets, steps_before_targets(sequences, split))]
+        assert sorted(found) == sorted(expected)
+
+
+def steps_before_targets(sequences: pd.DataFrame, split: int) -> list[int]:
+    """For each make_examples target, in its order: its position in its user's sequence minus 1."""
+    return [position - 1 for items, splits in zip(sequences[ITEM_IDX], sequences[SPLIT])
+            for position, (item, event_split) in enumerate(zip(items, splits))
+            if position >= 1 and event_split == split and item != 0]
 
 
 def test_gap_buckets_count_the_edges_at_or_below_the_gap():

@@ -15,8 +15,8 @@ from jobs.train.models.repeat_head import (
     RepeatAttention, RepeatExploreLogProbabilities, repeat_explore_log_probabilities, target_log_probabilities,
 )
 from jobs.train.models.training import write_model_dir
-from jobs.train.models.user_encoder import SampledSoftmaxTrainer
-from jobs.train.train_user_encoder import build_encoder_from_settings, train_user_encoder, training_model
+from jobs.train.models.user_encoder import SampledSoftmaxTrainer, build_training_model
+from jobs.train.train_user_encoder import build_encoder_from_settings, train_user_encoder, training_examples
 from tests.train.test_train_user_encoder import walk_sequences
 
 # One history: items 1, 1 (the same item twice) and padding in front; catalog of 3 items.
@@ -79,7 +79,7 @@ def test_scorer_gives_the_training_models_log_probabilities_and_survives_saving(
     encoder = build_encoder_from_settings(repeat_settings(architecture), 9, N_EVENT_TYPES, 4)
     items = np.array([[0, 3, 5, 3], [0, 0, 0, 0], [2, 2, 2, 2]], dtype=np.int32)
     types, gaps = (items > 0).astype(np.int32), np.zeros_like(items)
-    model, _ = training_model(encoder, "full_softmax", np.array([1, 2]), 9, 0, seed=0)
+    model = build_training_model(encoder)
     expected = np.asarray(model.predict_on_batch((items, types, gaps)))
 
     scorer = user_encoder_scorer(encoder, np.asarray(encoder.get_layer("item_embedding").embeddings))
@@ -124,11 +124,11 @@ def comparison_sequences(n_items: int, n_users: int, length: int, seed: int, com
 def train_on_comparisons(architecture: str, repeat_head: bool) -> float:
     """Valid recall@1 of an encoder trained on comparison_sequences of 200 items and 300 users."""
     sequences = comparison_sequences(200, n_users=300, length=7, seed=3)
-    train = make_examples(sequences, SPLIT_TRAIN, max_len=5)
-    valid = make_examples(sequences, SPLIT_VALID, max_len=5)
     settings = repeat_settings(architecture, {"repeat_head": repeat_head, "embedding_dim": 16, "hidden_dim": 16,
                                               "epochs": 6, "batch_size": 32, "patience": 6, "dropout": 0.0,
                                               "learning_rate": 0.01, "learning_rate_decay": 1.0})
+    train = training_examples(sequences, settings, max_len=5)  # windows, the default
+    valid = make_examples(sequences, SPLIT_VALID, max_len=5)
     trained = train_user_encoder(train, valid, 200, N_EVENT_TYPES, settings, seed=7)
     return recall_at_k(user_encoder_scorer(trained.encoder, trained.item_embeddings),
                        valid.items, valid.types, valid.targets, k=1, gaps=valid.gaps)

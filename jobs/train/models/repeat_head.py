@@ -67,14 +67,26 @@ class RepeatAttention(layers.Layer):
     def call(self, inputs):
         states, items = inputs
         states = ops.cast(states, "float32")
-        query = states[:, -1, :]  # left padding: the last column is the most recent event
-        hidden = ops.tanh(self.state_projection(states) + self.query_projection(query)[:, None, :])
+        # One query, the last column (left padding: the most recent event), over every column.
+        weights = self.query_weights(self.state_projection(states)[:, None], states[:, None], states[:, -1:, :],
+                                     ops.not_equal(items, 0)[:, None, :])
+        return weights[:, 0, :]
+
+    def query_weights(self, projected_keys, keys, queries, repeatable):
+        """P(repeat) * attention [n, Q, K] of Q queries [n, Q, h], each over its own K key states.
+
+        keys [n, Q, K, h] and projected_keys = state_projection(keys) [n, Q, K, attention_dim]
+        (the caller projects each state once, however many queries read it); repeatable: bool
+        [n, Q, K], the keys each query may return to. A query with none has all weights 0 (pure
+        explore). Serving asks one query, the last position, over all columns; window training
+        (jobs/train/models/window_training.py) one per trained position over its last max_len.
+        """
+        hidden = ops.tanh(projected_keys + self.query_projection(queries)[:, :, None, :])
         energies = ops.squeeze(self.energy(hidden), axis=-1)
-        repeatable = ops.not_equal(items, 0)
         attention = ops.softmax(ops.where(repeatable, energies, _MASKED_ENERGY), axis=-1)
-        attention = attention * ops.cast(repeatable, "float32")  # a row with nothing repeatable: all 0
-        summary = ops.sum(attention[:, :, None] * states, axis=1)
-        repeat_probability = ops.sigmoid(self.mode_gate(ops.concatenate([query, summary], axis=-1)))
+        attention = attention * ops.cast(repeatable, "float32")  # a query with nothing repeatable: all 0
+        summary = ops.sum(attention[..., None] * keys, axis=-2)
+        repeat_probability = ops.sigmoid(self.mode_gate(ops.concatenate([queries, summary], axis=-1)))
         return repeat_probability * attention
 
     def compute_mask(self, inputs, mask=None):
@@ -136,10 +148,15 @@ def _safe_log(mass):
 
 
 def target_log_probabilities(log_explore_target, repeat_weights, items, targets):
-    """log p(target) [n] from the explore mode's log-probability of each target [n] (e.g. a sampled softmax's)."""
+    """log p(target) [n] from the explore mode's log-probability of each target [n] (e.g. a sampled softmax's).
+
+    Also per window position: log_explore_target and targets [n, Q], repeat_weights and their
+    items [n, Q, L] give [n, Q].
+    """
     repeat_weights = ops.cast(repeat_weights, "float32")
     explore_share = ops.maximum(1.0 - ops.sum(repeat_weights, axis=-1), MIN_EXPLORE_SHARE)
-    on_target = ops.cast(ops.equal(ops.cast(items, "int32"), ops.cast(targets, "int32")[:, None]), "float32")
+    targets = ops.expand_dims(ops.cast(targets, "int32"), -1)
+    on_target = ops.cast(ops.equal(ops.cast(items, "int32"), targets), "float32")
     repeat_mass = ops.sum(repeat_weights * on_target, axis=-1)
     return ops.logaddexp(ops.log(explore_share) + log_explore_target, _safe_log(repeat_mass))
 

@@ -47,6 +47,8 @@ from jobs.train.models.repeat_head import (
 # so that 0 * logit stays 0 in the gradient (-inf would give NaN).
 PAD_LOGIT = -1e9
 ITEM_EMBEDDING_LAYER = "item_embedding"
+GRU_LAYER = "gru"
+USER_VECTOR_LAYER = "user_vector"
 COSINE_USER_VECTOR_LAYER = "cosine_user_vector"
 # Time gaps are added to the event vectors like event types (and like TiSASRec's interval
 # embeddings, Li et al., WSDM 2020, simplified to the gap to the previous event): "seconds
@@ -66,8 +68,9 @@ def build_user_encoder(n_items: int, n_event_types: int, max_len: int, embedding
     repeat_head: a second output, the repeat weights [n, max_len] read from the GRU's
     state at every position (jobs/train/models/repeat_head.py).
     """
-    items = keras.Input(shape=(max_len,), dtype="int32", name="items")
-    types = keras.Input(shape=(max_len,), dtype="int32", name="types")
+    # Length None: serving reads max_len columns, window training (window_training.py) longer rows.
+    items = keras.Input(shape=(None,), dtype="int32", name="items")
+    types = keras.Input(shape=(None,), dtype="int32", name="types")
     inputs = [items, types]
     # mask_zero on both: the GRU skips padding steps (item 0 and type 0) instead of reading a
     # fake event. Keras ORs the two masks in the Add, so an out-of-catalog item (item 0 with
@@ -78,20 +81,18 @@ def build_user_encoder(n_items: int, n_event_types: int, max_len: int, embedding
     type_vectors = layers.Embedding(n_event_types, embedding_dim, mask_zero=True, name="event_type_embedding")(types)
     event_parts = [item_vectors, type_vectors]
     if time_gaps:
-        gaps = keras.Input(shape=(max_len,), dtype="int32", name="gaps")
+        gaps = keras.Input(shape=(None,), dtype="int32", name="gaps")
         inputs.append(gaps)
         # mask_zero: padding has gap 0, and so does a user's first event, which the item and
         # type masks (ORed in the Add) keep. Without a mask here the Add would drop them all.
         gap_embedding = layers.Embedding(N_GAP_BUCKETS, embedding_dim, mask_zero=True, name=GAP_EMBEDDING_LAYER)
         event_parts.append(gap_embedding(gaps))
     events = layers.Add(name="event_vectors")(event_parts)
-    if not repeat_head:
-        state = layers.GRU(hidden_dim, name="gru")(events)
-    else:
-        # The repeat head attends over every position's state; the last one is the state above.
-        states, state = layers.GRU(hidden_dim, return_sequences=True, return_state=True, name="gru")(events)
+    # Every position's state: the repeat head attends over them, and window training reads a
+    # user vector at each. The last one is `state`.
+    states, state = layers.GRU(hidden_dim, return_sequences=True, return_state=True, name=GRU_LAYER)(events)
     # Projects the GRU state into the item space so hidden_dim may differ from embedding_dim.
-    user_vector = layers.Dense(embedding_dim, name="user_vector", dtype="float32")(state)
+    user_vector = layers.Dense(embedding_dim, name=USER_VECTOR_LAYER, dtype="float32")(state)
     if repeat_head:
         return with_repeat_outputs(inputs, items, states, user_vector)
     return keras.Model(inputs, user_vector, name="user_encoder")
@@ -274,6 +275,10 @@ def sampled_target_log_probabilities(user_vectors, item_vectors, targets, sample
     example's target in a batch of B), S * p(c) for a sampled one. Example b's positive is
     column b. Any other column holding b's own target (the same item as another example's
     target, or drawn by the sampler) is an accidental hit, masked out: it is not a negative.
+
+    A target 0 marks a row without a target (a window position with no next item): its
+    column is no candidate, B counts only the real targets, and its own value is
+    meaningless (the caller leaves it out of the loss).
     """
     targets = ops.cast(ops.reshape(targets, (-1,)), "int32")
     sampled_items = ops.cast(ops.reshape(sampled_items, (-1,)), "int32")
@@ -281,17 +286,21 @@ def sampled_target_log_probabilities(user_vectors, item_vectors, targets, sample
     candidates = ops.concatenate([targets, sampled_items], axis=0)
     item_vectors = ops.cast(item_vectors, "float32")
     logits = ops.matmul(ops.cast(user_vectors, "float32"), ops.transpose(ops.take(item_vectors, candidates, axis=0)))
+    is_real_candidate = ops.not_equal(candidates, 0)
+    n_targets = ops.maximum(ops.sum(ops.cast(is_real_candidate[:batch_size], "float32")), 1.0)
     log_expected_count = ops.concatenate([
-        ops.log(ops.cast(batch_size, "float32")) + ops.take(ops.cast(log_target_frequency, "float32"), targets),
+        ops.log(n_targets) + ops.take(ops.cast(log_target_frequency, "float32"), targets),
         ops.log(ops.cast(num_sampled, "float32")) + ops.take(ops.cast(log_sampling_probability, "float32"),
                                                              sampled_items),
     ], axis=0)
-    logits = logits - log_expected_count[None, :]
+    # Padding's log frequency is -inf: zeroed before it could make a logit +inf.
+    logits = logits - ops.where(is_real_candidate, log_expected_count, 0.0)[None, :]
     positive_column = ops.arange(batch_size, dtype="int32")
     is_positive = positive_column[:, None] == ops.arange(batch_size + num_sampled, dtype="int32")[None, :]
     is_accidental_hit = ops.logical_and(targets[:, None] == candidates[None, :], ops.logical_not(is_positive))
     # PAD_LOGIT, not -inf, for the reason given at its definition.
-    logits = ops.where(is_accidental_hit, PAD_LOGIT, logits)
+    logits = ops.where(ops.logical_or(is_accidental_hit, ops.logical_not(is_real_candidate)[None, :]), PAD_LOGIT,
+                       logits)
     return -ops.sparse_categorical_crossentropy(positive_column, logits, from_logits=True)
 
 
@@ -330,45 +339,60 @@ class PopularitySampler(layers.Layer):
         return chosen + 1
 
 
-class SampledSoftmaxTrainer(keras.Model):
-    """Trains an encoder with sampled softmax; evaluates it (val_loss) with the full softmax.
+class EncoderTrainer(keras.Model):
+    """Fits an encoder through a training loss of its own; evaluates it (val_loss) with the full softmax.
 
-    Its output is the encoder's user vector: training never forms the [batch, n_items]
-    logits. The validation loss is the full-softmax cross-entropy instead of a sampled one:
-    a sampled loss depends on which negatives were drawn (and is not the quantity we care
+    Subclasses define training_loss. Validation always scores the encoder itself on the
+    valid prefixes with the full softmax, whatever the training loss and examples: a
+    sampled loss depends on which negatives were drawn (and is not the quantity we care
     about), so early stopping on it would compare noisy, differently biased numbers across
-    epochs; the full softmax is exact, deterministic and comparable with a full-softmax
-    run's val_loss. Its cost is one [batch, n_items] matmul per validation example, no more
-    than the valid recall@20 the job computes each epoch anyway.
+    epochs; the full softmax is exact, deterministic and comparable between runs. Its cost
+    is one [batch, n_items] matmul per validation example, no more than the valid recall@20
+    the job computes each epoch anyway.
     """
 
-    def __init__(self, encoder: keras.Model, target_counts, num_sampled_negatives: int, seed: int, **kwargs):
-        super().__init__(name="user_encoder_sampled_softmax", **kwargs)
+    def __init__(self, encoder: keras.Model, **kwargs):
+        super().__init__(**kwargs)
         self.encoder = encoder
-        self.item_embedding = encoder.get_layer(ITEM_EMBEDDING_LAYER)
-        self.full_logits = TiedItemLogits(self.item_embedding, unit_items=uses_cosine_logits(encoder),
-                                          name="tied_item_logits")
+        self.full_logits = TiedItemLogits(encoder.get_layer(ITEM_EMBEDDING_LAYER),
+                                          unit_items=uses_cosine_logits(encoder), name="tied_item_logits")
         self.repeat_explore = RepeatExploreLogProbabilities(name="repeat_explore")
-        self.sampler = PopularitySampler(target_counts, seed, name="popularity_sampler")
-        self.num_sampled_negatives = int(num_sampled_negatives)
-        self.built = True  # the encoder is built; the other layers hold no weights of their own
 
     def call(self, inputs, training=False):
         return self.encoder(inputs, training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        # With a repeat head y_pred is [user vectors, repeat weights] and the explore mode's
-        # probability of the target (full or sampled softmax) is mixed with the repeat mode's.
+        if training:
+            return self.training_loss(x, y, y_pred)
+        # With a repeat head y_pred is [user vectors, repeat weights]: the mixture's log-probabilities.
         repeat_head = has_repeat_head(self.encoder)
-        user_vectors = y_pred[0] if repeat_head else y_pred
-        if not training:
-            logits = self.full_logits(user_vectors)
-            if repeat_head:
-                logits = self.repeat_explore([logits, y_pred[1], x[0]])
-            return full_softmax_loss(y, logits)
+        logits = self.full_logits(y_pred[0] if repeat_head else y_pred)
+        if repeat_head:
+            logits = self.repeat_explore([logits, y_pred[1], x[0]])
+        return full_softmax_loss(y, logits)
+
+    def training_loss(self, x, y, y_pred):
+        raise NotImplementedError
+
+
+class SampledSoftmaxTrainer(EncoderTrainer):
+    """Trains an encoder on prefixes with sampled softmax; its output is the encoder's user vector,
+    so training never forms the [batch, n_items] logits."""
+
+    def __init__(self, encoder: keras.Model, target_counts, num_sampled_negatives: int, seed: int, **kwargs):
+        super().__init__(encoder, name="user_encoder_sampled_softmax", **kwargs)
+        self.sampler = PopularitySampler(target_counts, seed, name="popularity_sampler")
+        self.num_sampled_negatives = int(num_sampled_negatives)
+        self.built = True  # the encoder is built; the other layers hold no weights of their own
+
+    def training_loss(self, x, y, y_pred):
+        # With a repeat head the explore mode's sampled probability of the target is mixed
+        # with the repeat mode's.
+        repeat_head = has_repeat_head(self.encoder)
         log_explore_target = sampled_target_log_probabilities(
-            user_vectors, scoring_table(self.encoder), y, self.sampler.sample(self.num_sampled_negatives),
-            self.sampler.log_target_frequency, self.sampler.log_sampling_probability)
+            y_pred[0] if repeat_head else y_pred, scoring_table(self.encoder), y,
+            self.sampler.sample(self.num_sampled_negatives), self.sampler.log_target_frequency,
+            self.sampler.log_sampling_probability)
         if repeat_head:
             return -ops.mean(target_log_probabilities(log_explore_target, y_pred[1], x[0], ops.reshape(y, (-1,))))
         return -ops.mean(log_explore_target)
