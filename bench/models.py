@@ -223,7 +223,7 @@ def _fit_user_encoder(data: SessionData, options: argparse.Namespace, model: str
     from jobs.train.encoder_scorers import user_encoder_scorer
     from jobs.train.models.training import write_model_dir
     from jobs.common.schema import N_EVENT_TYPES
-    from jobs.train.train_user_encoder import train_user_encoder
+    from jobs.train.train_user_encoder import train_user_encoder, trained_on
 
     max_len = options.gru_max_len
     n_fit = n_fit_sessions(data, options.valid_share)
@@ -231,7 +231,7 @@ def _fit_user_encoder(data: SessionData, options: argparse.Namespace, model: str
     train = session_training_examples(data.train_sessions[:n_fit], settings, max_len)
     valid = prefix_examples(data.train_sessions[n_fit:], max_len)
     print(f"{model}: {int(np.count_nonzero(train.targets))} training targets in {len(train)} "
-          f"{settings['training_examples']} / {len(valid)} valid prefixes, settings {settings}", flush=True)
+          f"{trained_on(train)} / {len(valid)} valid prefixes, settings {settings}", flush=True)
     trained = train_user_encoder(train, valid, data.n_items, N_EVENT_TYPES, settings, seed=options.seed)
     saved = encoder_cache_dir(options, model)
     saved.mkdir(parents=True, exist_ok=True)

@@ -223,8 +223,18 @@ class UserEncoderConfig(Section):
     # "windows": each pass over a window of events trains the next item of every position
     # (jobs/train/models/window_training.py); "prefixes": one max_len-event history per
     # target, read anew for each (make_examples). Same targets either way; windows read
-    # each event about twice instead of max_len times (bench/README.md, "Window training").
-    training_examples: Literal["windows", "prefixes"] = "windows"
+    # each event about twice instead of max_len times, but score every position of a
+    # window. "auto": the GRU on windows where they are full enough to be cheaper (long
+    # histories, as in the nightly lake), on prefixes where they are not (short sessions);
+    # SASRec on prefixes (its valid loss suffered on windows). See
+    # train_user_encoder.training_examples and bench/README.md, "Window training".
+    training_examples: Literal["auto", "windows", "prefixes"] = "auto"
+    # Positions a window trains (after max_len events of context for the GRU; the last of
+    # max_len for SASRec). Fewer: each target's history is closer to the max_len a served
+    # history holds, at more encoder work per target. 5 was chosen on the demo night's valid
+    # split (bench/README.md, "Window training"): valid loss as 2 positions', in two thirds
+    # of their time; 10 and 20 lost 0.4% of valid loss.
+    window_positions: int = Field(5, ge=1)
 
 
 class ItemEncoderConfig(Section):

@@ -194,8 +194,8 @@ class WindowExamples:
         return self.items.shape[1] - self.targets.shape[1]
 
 
-def make_window_examples(sequences: pd.DataFrame, split: int, max_len: int, context: int | None = None
-                         ) -> WindowExamples:
+def make_window_examples(sequences: pd.DataFrame, split: int, max_len: int, context: int | None = None,
+                         span: int | None = None) -> WindowExamples:
     """Every target of make_examples(sequences, split, max_len), once, in windows of context + max_len events.
 
     Why: make_examples gives each target its own max_len-event history, so a causal encoder
@@ -208,22 +208,23 @@ def make_window_examples(sequences: pd.DataFrame, split: int, max_len: int, cont
     the events of its block up to it, as SASRec's paper trains.
     """
     context = max_len if context is None else context
-    if max_len < 1 or context < 0:
-        raise ValueError(f"max_len must be >= 1 and context >= 0, got {max_len} and {context}")
+    span = max_len if span is None else span
+    if max_len < 1 or context < 0 or span < 1:
+        raise ValueError(f"max_len and span must be >= 1 and context >= 0, got {max_len}, {span} and {context}")
     flat = _FlatSequences.of(sequences)
     n_events = len(flat.items)
     positions = np.arange(n_events) - flat.user_starts
     is_target = (flat.splits == split) & (positions >= 1) & (flat.items != 0)
     target_events = np.flatnonzero(is_target)
     # One window per (user, block of max_len target positions) that holds a target.
-    windows = np.unique(np.stack([flat.user_starts[target_events], (positions[target_events] - 1) // max_len], 1),
+    windows = np.unique(np.stack([flat.user_starts[target_events], (positions[target_events] - 1) // span], 1),
                         axis=0).reshape(-1, 2)
     user_start, block = windows[:, 0], windows[:, 1]
     # The user who owns events from user_start: the last of those starting there (an empty
     # sequence shares its start with the next user's).
     owner = np.searchsorted(flat.first_event, user_start, side="right") - 1
     user_end = user_start + np.diff(np.append(flat.first_event, n_events))[owner]
-    columns = (user_start + block * max_len - context)[:, None] + np.arange(context + max_len)[None, :]
+    columns = (user_start + block * span - context)[:, None] + np.arange(context + span)[None, :]
     inside = (columns >= user_start[:, None]) & (columns < user_end[:, None])
     at = np.where(inside, columns, 0)
     inputs = {name: np.where(inside, values[at], 0).astype(np.int32) if n_events else
@@ -233,7 +234,7 @@ def make_window_examples(sequences: pd.DataFrame, split: int, max_len: int, cont
     has_target = following < user_end[:, None]
     following = np.where(has_target, following, 0)
     targets = np.where(has_target & is_target[following], flat.items[following], 0) if n_events else \
-        np.zeros((0, max_len), dtype=np.int64)
+        np.zeros((0, span), dtype=np.int64)
     return WindowExamples(items=inputs["items"], types=inputs["types"], gaps=inputs["gaps"],
                           targets=targets.astype(np.int32))
 

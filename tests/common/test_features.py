@@ -77,6 +77,15 @@ def test_window_examples_without_context_read_each_block_alone():
     assert windows.context == 0 and make_window_examples(two_user_sequences(), SPLIT_VALID, max_len=2).context == 2
 
 
+def test_window_examples_of_one_position_are_prefixes_with_one_more_event():
+    # span 1, context 2: one window per target, its 2 events before the one it follows
+    # (positions k - 2 .. k for the target at k + 1). u1's 7 (position 3) reads 3 5 3;
+    # u2's 6, 6, 1 (positions 1, 2, 3) read 0 0 4, 0 4 6 and 4 6 6.
+    windows = make_window_examples(two_user_sequences(), SPLIT_VALID, max_len=2, context=2, span=1)
+    np.testing.assert_array_equal(windows.items, [[3, 5, 3], [0, 0, 4], [0, 4, 6], [4, 6, 6]])
+    np.testing.assert_array_equal(windows.targets, [[7], [6], [6], [1]])
+
+
 def test_window_examples_hold_each_target_once_with_the_history_make_examples_gives_it():
     rng = np.random.default_rng(3)
     lengths = rng.integers(0, 30, size=40)  # some users have no event at all

@@ -12,11 +12,12 @@ import pytest
 from jobs.common.config import section_settings
 from jobs.common.night import Night
 from jobs.train.encoder_scorers import load_user_encoder_scorer, recall_at_k, user_encoder_scorer
-from jobs.common.features import make_examples, write_features
+from jobs.common.features import Examples, WindowExamples, make_examples, make_window_examples, write_features
 from jobs.train.models.user_encoder import (
     PopularitySampler, TiedItemLogits, alias_table, build_user_encoder, full_softmax_loss, popularity_distributions,
     sampled_softmax_loss,
 )
+from jobs.train.train_user_encoder import training_examples, window_fill
 from jobs.common.schema import (
     BRAND_IDX, CATEGORY_IDX, EVENT_TYPE_IDX, ITEM_ID, ITEM_IDX, N_EVENT_TYPES, POPULARITY, PRICE_BUCKET, PRICE_Z,
     SPLIT, SPLIT_TRAIN, SPLIT_VALID, TIMESTAMPS, TITLE_TOKENS, USER_ID,
@@ -236,6 +237,26 @@ def test_sampled_softmax_learns_the_successor_rule_and_reports_the_full_softmax_
     embedding.set_weights([trained.item_embeddings])
     full_loss = float(full_softmax_loss(valid.targets, TiedItemLogits(embedding)(user_vectors)))
     assert trained.history["val_loss"][trained.history["best_epoch"]] == pytest.approx(full_loss, rel=1e-4)
+
+
+def test_auto_trains_on_windows_only_where_they_are_mostly_full():
+    # Windows of 4 positions. Walks of 9 events, the last one valid: train targets at
+    # positions 1..7, so one window for positions 1..4 (full) and one for 5..7 (3 of 4):
+    # 7 / 8 = 88% full -> windows. Walks of 3 events: 1 train target in 4 positions (25%) ->
+    # one prefix per target.
+    settings = toy_settings({"training_examples": "auto", "window_positions": 4})
+    long_walks = successor_rule_sequences(12, n_users=5, length=9, seed=2)
+    short_walks = successor_rule_sequences(12, n_users=5, length=3, seed=2)
+    assert isinstance(training_examples(long_walks, settings, max_len=4), WindowExamples)
+    assert window_fill(make_window_examples(long_walks, SPLIT_TRAIN, max_len=4, span=4)) == pytest.approx(7 / 8)
+    short = training_examples(short_walks, settings, max_len=4)
+    assert isinstance(short, Examples) and len(short) == 5
+    # Asked for explicitly, windows are used however sparse. SASRec trains on prefixes unless asked.
+    assert isinstance(training_examples(short_walks, {**settings, "training_examples": "windows"}, max_len=4),
+                      WindowExamples)
+    assert isinstance(training_examples(long_walks, {**settings, "architecture": "sasrec"}, max_len=4), Examples)
+    assert isinstance(training_examples(long_walks, {**settings, "architecture": "sasrec",
+                                                     "training_examples": "windows"}, max_len=4), WindowExamples)
 
 
 def test_unknown_loss_names_the_setting_and_the_choices():

@@ -30,17 +30,18 @@ def prefix_of(window: np.ndarray, end: int) -> np.ndarray:
     return window[:, end - MAX_LEN + 1:end + 1]
 
 
-@pytest.mark.parametrize("repeat_head", [True, False])
-def test_gru_windows_give_each_position_what_serving_its_prefix_gives(repeat_head):
-    # A user's first window: MAX_LEN columns of padding, then the user's events. The GRU's state
-    # at column MAX_LEN + j has read events 0..j, exactly what the served prefix ending there holds.
+@pytest.mark.parametrize("repeat_head, span", [(True, MAX_LEN), (False, MAX_LEN), (True, 2)])
+def test_gru_windows_give_each_position_what_serving_its_prefix_gives(repeat_head, span):
+    # A user's first window: MAX_LEN columns of padding, then `span` of the user's events. The
+    # GRU's state at column MAX_LEN + j has read events 0..j, exactly what the served prefix
+    # ending there holds.
     gru = encoder("gru", repeat_head)
-    items = np.array([[0, 0, 0, 3, 5, 3], [0, 0, 0, 0, 7, 2]], dtype=np.int32)
+    items = np.array([[0, 0, 0, 3, 5, 3], [0, 0, 0, 0, 7, 2]], dtype=np.int32)[:, :MAX_LEN + span]
     types, gaps = (items > 0).astype(np.int32), np.where(items > 0, 4, 0).astype(np.int32)
-    outputs = build_window_model(gru, MAX_LEN)([items, types, gaps])
+    outputs = build_window_model(gru, MAX_LEN, span)([items, types, gaps])
     vectors, weights, weighed_items = outputs if repeat_head else (outputs, None, None)
-    assert tuple(vectors.shape) == (2, MAX_LEN, 8)
-    for j in range(MAX_LEN):
+    assert tuple(vectors.shape) == (2, span, 8)
+    for j in range(span):
         end = MAX_LEN + j
         served = gru([prefix_of(items, end), prefix_of(types, end), prefix_of(gaps, end)])
         served_vectors = served[0] if repeat_head else served
@@ -64,6 +65,20 @@ def test_sasrec_windows_read_their_last_position_as_served():
     np.testing.assert_array_equal(np.asarray(weighed_items[0]), [[0, 0, 4], [0, 4, 3], [4, 3, 4]])
     np.testing.assert_array_equal(np.asarray(weighed_items[1]), [[0, 0, 0], [0, 0, 2], [0, 2, 6]])
     assert np.asarray(weights[1, 0]).sum() == 0.0 and np.count_nonzero(np.asarray(weights[1, 1])) <= 1
+
+
+def test_sasrec_windows_of_fewer_positions_keep_max_len_columns():
+    # window_positions 2 of MAX_LEN 3: the window is still 3 events, its last 2 are trained,
+    # and the last is served exactly; the first column is context only.
+    sasrec = encoder("sasrec")
+    items = np.array([[4, 3, 4]], dtype=np.int32)
+    types, gaps = (items > 0).astype(np.int32), np.zeros_like(items)
+    vectors, weights, weighed_items = build_window_model(sasrec, MAX_LEN, span=2)([items, types, gaps])
+    assert tuple(vectors.shape) == (1, 2, 8)
+    np.testing.assert_allclose(np.asarray(vectors[:, -1]), np.asarray(sasrec([items, types, gaps])[0]), atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(weighed_items[0]), [[0, 4, 3], [4, 3, 4]])
+    with pytest.raises(ValueError, match="SASRec window trains 1..max_len=3 positions, got 4"):
+        build_window_model(sasrec, MAX_LEN, span=4)
 
 
 def test_window_repeat_weights_reach_back_max_len_columns_from_each_position():

@@ -7,11 +7,12 @@ window of events (jobs.common.features.make_window_examples) trains the next ite
 of its last max_len positions in one pass (Hidasi et al., ICLR 2016, train GRU4Rec on whole
 sessions the same way; Kang & McAuley, ICDM 2018, train SASRec on every position):
 
-- the GRU reads windows of 2 * max_len events, the first max_len as context, so every
-  target still sees at least its last max_len events, as at serving;
-- SASRec reads windows of max_len events without context: its learned positions span
-  max_len columns (jobs/train/models/sasrec.py), and a target sees the events of its window
-  up to it, as in SASRec's paper.
+- the GRU reads windows of max_len + S events, the first max_len as context, and trains
+  the last S positions (S = user_encoder.window_positions), so every target still sees at
+  least its last max_len events, as at serving;
+- SASRec reads windows of max_len events and trains the last S: its learned positions
+  span max_len columns (jobs/train/models/sasrec.py), so a target sees between
+  max_len - S + 1 and max_len events.
 
 The window model below shares every weight with the serving encoder; it outputs a user
 vector per trained position and, with a repeat head, each position's repeat weights over
@@ -38,9 +39,15 @@ def is_recurrent(encoder: keras.Model) -> bool:
     return any(layer.name == GRU_LAYER for layer in encoder.layers)
 
 
-def window_context(encoder: keras.Model, max_len: int) -> int:
-    """Events a training window holds before its first trained position: max_len for the GRU, 0 for SASRec."""
-    return max_len if is_recurrent(encoder) else 0
+def window_context(recurrent: bool, max_len: int, span: int) -> int:
+    """Events a training window holds before its first of `span` trained positions.
+
+    GRU: max_len, so every target sees at least its last max_len events. SASRec: max_len -
+    span, so the window fills the max_len positions its position embeddings cover.
+    """
+    if not recurrent and not 1 <= span <= max_len:
+        raise ValueError(f"a SASRec window trains 1..max_len={max_len} positions, got {span}")
+    return max_len if recurrent else max_len - span
 
 
 def _sequence_states(encoder: keras.Model):
@@ -69,18 +76,20 @@ class TrainedPositions(layers.Layer):
 
 
 class WindowRepeatWeights(layers.Layer):
-    """(states [n, C + L, h], items [n, C + L]) -> (repeat weights [n, L, L], their items [n, L, L]).
+    """(states [n, C + S, h], items [n, C + S]) -> (repeat weights [n, S, L], their items [n, S, L]).
 
-    Row j is the serving head's answer (RepeatAttention.query_weights) for the query at
-    column C + j over the L columns up to it, C + j - L + 1 .. C + j: the events a served
-    history of L ending there would hold, in the same order. Columns left of the window
-    (SASRec's first positions) are not repeatable; their item is 0.
+    C context columns, S trained positions, L = max_len. Row j is the serving head's answer
+    (RepeatAttention.query_weights) for the query at column C + j over the L columns up to
+    it, C + j - L + 1 .. C + j: the events a served history of L ending there would hold,
+    in the same order. Columns left of the window (SASRec's first positions) are not
+    repeatable; their item is 0.
     """
 
-    def __init__(self, repeat_attention, context: int, max_len: int, **kwargs):
+    def __init__(self, repeat_attention, context: int, max_len: int, span: int | None = None, **kwargs):
         super().__init__(dtype="float32", **kwargs)
         self.repeat_attention = repeat_attention
         self.context, self.max_len = int(context), int(max_len)
+        self.span = self.max_len if span is None else int(span)
 
     def build(self, input_shape):
         if not self.repeat_attention.built:  # an encoder's head is built; a head made alone is not
@@ -91,13 +100,13 @@ class WindowRepeatWeights(layers.Layer):
         states = ops.cast(states, "float32")
         length = self.max_len
         # reach[j, k]: the window column of query j's k-th key; < 0 left of the window.
-        reach = self.context + ops.arange(length)[:, None] - length + 1 + ops.arange(length)[None, :]
+        reach = self.context + ops.arange(self.span)[:, None] - length + 1 + ops.arange(length)[None, :]
         in_window = reach >= 0
         at = ops.reshape(ops.maximum(reach, 0), (-1,))
 
-        def per_query(values):  # [n, C + L, ...] -> [n, L, L, ...]
+        def per_query(values):  # [n, C + S, ...] -> [n, S, L, ...]
             gathered = ops.take(values, at, axis=1)
-            return ops.reshape(gathered, (ops.shape(values)[0], length, length, *values.shape[2:]))
+            return ops.reshape(gathered, (ops.shape(values)[0], self.span, length, *values.shape[2:]))
 
         reach_items = ops.where(in_window[None], per_query(ops.cast(items, "int32")), 0)
         weights = self.repeat_attention.query_weights(
@@ -109,16 +118,17 @@ class WindowRepeatWeights(layers.Layer):
         return None
 
 
-def build_window_model(encoder: keras.Model, max_len: int) -> keras.Model:
-    """The encoder's layers over windows of window_context + max_len events.
+def build_window_model(encoder: keras.Model, max_len: int, span: int | None = None) -> keras.Model:
+    """The encoder's layers over windows of window_context + span events (span: max_len unless given).
 
-    Outputs the user vector of each of the last max_len positions [n, max_len, d] and, with a
-    repeat head, their repeat weights and the items they weigh [n, max_len, max_len] each
+    Outputs the user vector of each of the last span positions [n, span, d] and, with a
+    repeat head, their repeat weights and the items they weigh [n, span, max_len] each
     (WindowRepeatWeights). Every weight is the encoder's.
     """
-    context = window_context(encoder, max_len)
+    span = max_len if span is None else span
+    context = window_context(is_recurrent(encoder), max_len, span)
     states_model = keras.Model(encoder.inputs, _sequence_states(encoder), name="sequence_states")
-    inputs = [keras.Input(shape=(context + max_len,), dtype="int32", name=name)
+    inputs = [keras.Input(shape=(context + span,), dtype="int32", name=name)
               for name in _INPUT_NAMES[:len(encoder.inputs)]]
     states = states_model(inputs)
     vectors = TrainedPositions(context, name="trained_positions")(states)
@@ -128,7 +138,7 @@ def build_window_model(encoder: keras.Model, max_len: int) -> keras.Model:
         vectors = encoder.get_layer(COSINE_USER_VECTOR_LAYER)(vectors)
     if not has_repeat_head(encoder):
         return keras.Model(inputs, vectors, name="user_encoder_windows")
-    weights, reach_items = WindowRepeatWeights(encoder.get_layer(REPEAT_WEIGHTS_LAYER), context, max_len,
+    weights, reach_items = WindowRepeatWeights(encoder.get_layer(REPEAT_WEIGHTS_LAYER), context, max_len, span,
                                                name="window_repeat_weights")([states, inputs[0]])
     return keras.Model(inputs, [vectors, weights, reach_items], name="user_encoder_windows")
 
@@ -151,10 +161,12 @@ class WindowTrainer(EncoderTrainer):
     """Trains an encoder on windows (full or sampled softmax at every trained position); validates
     the encoder itself on prefixes (EncoderTrainer)."""
 
-    def __init__(self, encoder: keras.Model, max_len: int, sampled: dict | None = None, **kwargs):
-        """sampled: None for the full softmax, else {"target_counts", "num_sampled_negatives", "seed"}."""
+    def __init__(self, encoder: keras.Model, max_len: int, span: int | None = None, sampled: dict | None = None,
+                 **kwargs):
+        """span: the windows' trained positions (max_len unless given); sampled: None for the full
+        softmax, else {"target_counts", "num_sampled_negatives", "seed"}."""
         super().__init__(encoder, name="user_encoder_window_training", **kwargs)
-        self.window_model = build_window_model(encoder, max_len)
+        self.window_model = build_window_model(encoder, max_len, span)
         self.sampler, self.num_sampled_negatives = None, 0
         if sampled is not None:
             self.sampler = PopularitySampler(sampled["target_counts"], sampled["seed"], name="popularity_sampler")
