@@ -1,10 +1,10 @@
-"""Window training of the user encoders: one causal pass over a window trains every position's next item.
+"""Window training of the user encoders: one causal pass over a window trains several positions' next items.
 
 Prefix training (make_examples) gives each target its own max_len-event history, so the
 encoder reads max_len events per target. Both encoders are causal: a GRU's state at
 position t and SASRec's causal attention output at t depend on events up to t only. So a
 window of events (jobs.common.features.make_window_examples) trains the next item of each
-of its last max_len positions in one pass (Hidasi et al., ICLR 2016, train GRU4Rec on whole
+of its last S positions in one pass (Hidasi et al., ICLR 2016, train GRU4Rec on whole
 sessions the same way; Kang & McAuley, ICDM 2018, train SASRec on every position):
 
 - the GRU reads windows of max_len + S events, the first max_len as context, and trains
