@@ -9,7 +9,7 @@ import pytest
 from jobs.common.config import section_settings
 from jobs.common.schema import N_EVENT_TYPES
 from jobs.train.models.repeat_head import RepeatAttention
-from jobs.train.models.user_encoder import sampled_target_log_probabilities
+from jobs.train.models.user_encoder import TiedItemLogits, sampled_target_log_probabilities
 from jobs.train.models.window_training import (
     WindowRepeatWeights, WindowTrainer, build_window_model, full_softmax_target_log_probabilities, masked_mean,
 )
@@ -100,7 +100,11 @@ def test_full_softmax_target_log_probabilities_by_hand():
     # [pad, ln 3, 0], so p = [3/4, 1/4]; targets 1 and 2 -> log 3/4 and log 1/4.
     table = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
     vectors = np.array([[[math.log(3.0), 0.0], [math.log(3.0), 0.0]]], dtype=np.float32)
-    log_p = np.asarray(full_softmax_target_log_probabilities(vectors, table, np.array([[1, 2]])))
+    embedding = keras.layers.Embedding(3, 2)
+    embedding.build((None,))
+    embedding.set_weights([table])
+    logits = TiedItemLogits(embedding)(vectors)
+    log_p = np.asarray(full_softmax_target_log_probabilities(logits, np.array([[1, 2]])))
     np.testing.assert_allclose(log_p, [[math.log(0.75), math.log(0.25)]], rtol=1e-5)
     # The mean leaves out positions without a target: (2 + 4) / 2, not (2 + 4 + 100) / 3.
     assert float(masked_mean(np.array([[2.0, 4.0, 100.0]]), np.array([[True, True, False]]))) == pytest.approx(3.0)

@@ -28,7 +28,7 @@ from keras import layers, ops
 from jobs.train.models.repeat_head import REPEAT_WEIGHTS_LAYER, has_repeat_head, target_log_probabilities
 from jobs.train.models.sasrec import SEQUENCE_STATES_LAYER
 from jobs.train.models.user_encoder import (
-    COSINE_USER_VECTOR_LAYER, GRU_LAYER, PAD_LOGIT, USER_VECTOR_LAYER, EncoderTrainer, PopularitySampler,
+    COSINE_USER_VECTOR_LAYER, GRU_LAYER, USER_VECTOR_LAYER, EncoderTrainer, PopularitySampler,
     sampled_target_log_probabilities, scoring_table, uses_cosine_logits,
 )
 
@@ -57,7 +57,6 @@ def _sequence_states(encoder: keras.Model):
     return encoder.get_layer(SEQUENCE_STATES_LAYER).output
 
 
-@keras.saving.register_keras_serializable(package="fusionrec")
 class TrainedPositions(layers.Layer):
     """x [n, context + L, ...] -> x[:, context:]: the positions whose next item is trained."""
 
@@ -143,10 +142,8 @@ def build_window_model(encoder: keras.Model, max_len: int, span: int | None = No
     return keras.Model(inputs, [vectors, weights, reach_items], name="user_encoder_windows")
 
 
-def full_softmax_target_log_probabilities(user_vectors, item_table, targets):
-    """log softmax(user . items)[target] [n, L] over the whole catalog (padding column excluded)."""
-    logits = ops.matmul(ops.cast(user_vectors, "float32"), ops.transpose(ops.cast(item_table, "float32")))
-    logits = ops.where((ops.arange(ops.shape(item_table)[0]) == 0)[None, None, :], PAD_LOGIT, logits)
+def full_softmax_target_log_probabilities(logits, targets):
+    """log softmax(logits)[target] [n, S] of catalog logits [n, S, N+1] (TiedItemLogits: padding pinned low)."""
     on_target = ops.take_along_axis(logits, ops.expand_dims(targets, -1), axis=-1)[..., 0]
     return on_target - ops.logsumexp(logits, axis=-1)
 
@@ -183,7 +180,7 @@ class WindowTrainer(EncoderTrainer):
         vectors = y_pred[0] if repeat_head else y_pred
         targets = ops.cast(y, "int32")
         if self.sampler is None:
-            log_explore_target = full_softmax_target_log_probabilities(vectors, scoring_table(self.encoder), targets)
+            log_explore_target = full_softmax_target_log_probabilities(self.full_logits(vectors), targets)
         else:
             flat = sampled_target_log_probabilities(
                 ops.reshape(vectors, (-1, ops.shape(vectors)[-1])), scoring_table(self.encoder),
