@@ -81,6 +81,8 @@ MICROS_PER_SECOND = 1_000_000
 MICROS_PER_DAY = 86_400 * MICROS_PER_SECOND
 
 _MALFORMED = "_malformed"
+_PARSED = "_parsed"
+_PARSED_TIME = "_parsed_time"
 _IN_CATALOG = "_in_catalog"
 _MICROS = "_micros"
 
@@ -100,12 +102,17 @@ def clean_events(raw_lines: DataFrame, catalog_items: DataFrame, *, max_future_s
 
 def label_events(raw_lines: DataFrame, catalog_items: DataFrame, *, max_future_skew_s: float,
                  max_price: float, double_click_s: float) -> DataFrame:
-    """Parse every raw line and add `reason`: the first failed rule, or null for kept events."""
-    parsed = _attach_catalog_flag(parse_raw_lines(raw_lines), catalog_items)
+    """Parse every raw line and add `reason`: the first failed rule, or null for kept events.
+
+    `record` keeps the raw line of quarantined rows only (null on kept events).
+    """
+    # The timestamp is parsed once, into a column of its own that the rules read too.
+    parsed = (_attach_catalog_flag(parse_raw_lines(raw_lines), catalog_items)
+              .withColumn(_PARSED_TIME, _parsed_event_time()))
     row_labeled = parsed.select(
         RECORD, DT, *_typed_event_columns(),
         _first_failing_row_rule(max_future_skew_s, max_price).alias(REASON))
-    return _label_double_clicks(_label_exact_duplicates(row_labeled), double_click_s)
+    return _label_sequence_rules(row_labeled, double_click_s)
 
 
 def split_labeled(labeled: DataFrame, stage: str,
@@ -166,9 +173,14 @@ def parse_raw_lines(raw_lines: DataFrame) -> DataFrame:
     # from_json gives null for an empty line and fills _corrupt_record for any other non-object.
     # JSON text must be UTF-8 (RFC 8259); invalid bytes inside a string would otherwise be
     # decoded to U+FFFD and the damaged event kept.
-    malformed = parsed.isNull() | parsed[CORRUPT_RECORD].isNotNull() | ~F.is_valid_utf8(RECORD)
-    return raw_lines.select(RECORD, DT, *[parsed[name].alias(name) for name in RAW_EVENT_FIELDS],
-                            malformed.alias(_MALFORMED))
+    # Parsed once into a column of its own: fields read from one from_json expression
+    # would each repeat the parse (the optimizer keeps the two projections apart because
+    # from_json is not cheap to inline).
+    with_struct = raw_lines.select(RECORD, DT, parsed.alias(_PARSED))
+    struct = F.col(_PARSED)
+    malformed = struct.isNull() | struct[CORRUPT_RECORD].isNotNull() | ~F.is_valid_utf8(RECORD)
+    return with_struct.select(RECORD, DT, *[struct[name].alias(name) for name in RAW_EVENT_FIELDS],
+                              malformed.alias(_MALFORMED))
 
 
 def _attach_catalog_flag(parsed: DataFrame, catalog_items: DataFrame) -> DataFrame:
@@ -179,7 +191,7 @@ def _attach_catalog_flag(parsed: DataFrame, catalog_items: DataFrame) -> DataFra
 
 
 def _typed_event_columns() -> list[Column]:
-    return [F.col(EVENT_ID), _parsed_event_time().alias(EVENT_TIME), F.col(EVENT_TYPE), F.col(USER_ID),
+    return [F.col(EVENT_ID), F.col(_PARSED_TIME).alias(EVENT_TIME), F.col(EVENT_TYPE), F.col(USER_ID),
             F.col(SESSION_ID), F.col(ITEM_ID), F.col(QUERY), parsed_price().alias(PRICE)]
 
 
@@ -198,7 +210,7 @@ def _first_failing_row_rule(max_future_skew_s: float, max_price: float) -> Colum
     is_item_event = F.col(EVENT_TYPE).isin(*ITEM_EVENT_TYPES)
     # Integer microseconds since the epoch: exact comparisons, independent of the session
     # time zone (unix_date of the dt string is the UTC day number).
-    event_micros = F.unix_micros(_parsed_event_time())
+    event_micros = F.unix_micros(F.col(_PARSED_TIME))
     day_start_micros = F.unix_date(F.to_date(F.col(DT))) * F.lit(MICROS_PER_DAY)
     latest_allowed_micros = day_start_micros + F.lit(MICROS_PER_DAY + _micros(max_future_skew_s))
     price = parsed_price()
@@ -220,51 +232,72 @@ def _first_failing_row_rule(max_future_skew_s: float, max_price: float) -> Colum
     return F.coalesce(*[F.when(failed, F.lit(code)) for code, failed in rules])
 
 
-def _label_exact_duplicates(labeled: DataFrame) -> DataFrame:
-    """Rule 9: of identical lines of a day, the first copy is kept.
+def _label_sequence_rules(row_labeled: DataFrame, double_click_s: float) -> DataFrame:
+    """Rules 9 and 10 on the lines that passed rules 1-8, with one shuffle by (day, user).
 
-    The copies are byte-identical, so which one counts as "first" cannot change the output.
-    Identical lines failing a row rule all carry that rule's reason instead.
+    Both rules compare lines of one user and day: identical lines share their user, and a
+    double click repeats the user's own item event. So every line goes through a single
+    exchange on (dt, user_id), and each group of (dt, user_id, item_id, event_type) is
+    read in time order with window functions, which stream over sorted rows. No union:
+    a union of the passed and failed lines would be planned as two scans of the raw files.
+
+    Rule 10 says "after the last *kept* one", which is sequential: in a burst at 0 s, 1.5 s
+    and 3 s with a 2 s threshold, 1.5 s is a double click but 3 s is kept (3 s after the
+    kept 0 s); no lag() can tell. Only a burst (item events each at most the threshold
+    after the previous one) needs that fold: its first event is always kept, so each event
+    folds over the times of its own burst so far. A burst of k clicks costs k * k / 2 steps;
+    people make bursts of two or three, and a bot's long burst is at most its day's clicks on
+    one item (the per-group fold this replaced cost the same).
     """
-    copy_number = F.row_number().over(Window.partitionBy(DT, RECORD).orderBy(RECORD))
-    return labeled.withColumn(
-        REASON, F.coalesce(F.col(REASON), F.when(copy_number > 1, F.lit(REASON_DUPLICATE))))
+    passed = F.col(REASON).isNull()
+    by_user = row_labeled.repartition(DT, USER_ID).withColumn(_MICROS, F.unix_micros(EVENT_TIME))
+    group = (DT, USER_ID, ITEM_ID, EVENT_TYPE, passed.alias(_PASSED))
+    # time, then event_id, then the raw line: identical lines lie next to each other.
+    order = (_MICROS, EVENT_ID, RECORD)
+    timeline = Window.partitionBy(*group).orderBy(*order)
+    before = timeline.rowsBetween(Window.unboundedPreceding, -1)
+    max_gap = F.lit(_micros(double_click_s))
+
+    is_duplicate = passed & F.coalesce(F.lag(RECORD).over(timeline) == F.col(RECORD), F.lit(False))
+    in_chain = passed & ~F.col(_DUPLICATE) & F.col(EVENT_TYPE).isin(*ITEM_EVENT_TYPES)
+    previous_in_chain = F.last(F.when(F.col(_IN_CHAIN), F.col(_MICROS)), ignorenulls=True).over(before)
+    starts_burst = F.col(_IN_CHAIN) & (previous_in_chain.isNull() | (F.col(_MICROS) - previous_in_chain > max_gap))
+    burst = F.sum(F.col(_STARTS_BURST).cast("int")).over(timeline.rowsBetween(Window.unboundedPreceding, 0))
+    burst_so_far = (Window.partitionBy(*group, _BURST).orderBy(*order)
+                    .rowsBetween(Window.unboundedPreceding, 0))
+    burst_times = F.collect_list(F.when(F.col(_IN_CHAIN), F.col(_MICROS))).over(burst_so_far)
+    is_double = F.col(_IN_CHAIN) & ~F.col(_STARTS_BURST) & _last_is_double_click(burst_times, max_gap)
+
+    labeled = (by_user.withColumn(_DUPLICATE, is_duplicate)
+               .withColumn(_IN_CHAIN, in_chain)
+               .withColumn(_STARTS_BURST, starts_burst)
+               .withColumn(_BURST, burst)
+               .withColumn(REASON, F.coalesce(F.col(REASON),
+                                               F.when(F.col(_DUPLICATE), F.lit(REASON_DUPLICATE)),
+                                               F.when(is_double, F.lit(REASON_DOUBLE_CLICK)))))
+    # Only a quarantined line needs its raw text from here on: dropping it from kept rows
+    # shrinks what write_labeled caches by the largest column.
+    record = F.when(F.col(REASON).isNotNull(), F.col(RECORD)).alias(RECORD)
+    return labeled.select(*[record if name == RECORD else name for name in row_labeled.columns])
 
 
-def _label_double_clicks(labeled: DataFrame, double_click_s: float) -> DataFrame:
-    """Rule 10 on surviving item events, per (day, user, item, event type) in time order.
+def _last_is_double_click(times: Column, max_gap: Column) -> Column:
+    """Whether the last of a burst's times (ascending, the first one kept) is a double click.
 
-    "Previous kept one" makes this a sequential scan: in a burst at 0 s, 1.5 s and 3 s with
-    a 2 s threshold, 1.5 s is a double click but 3 s is kept (3 s after the kept 0 s).
-    A lag() window cannot express that, so each group's events are folded in order.
+    Folds the burst in order, carrying the last kept time: a time at most max_gap after it
+    is a double click and leaves it unchanged, any other time becomes the last kept one.
     """
-    is_candidate = F.col(REASON).isNull() & F.col(EVENT_TYPE).isin(*ITEM_EVENT_TYPES)
-    # The struct sorts by time, then event_id, then the rest: a deterministic order.
-    row = F.struct(F.unix_micros(EVENT_TIME).alias(_MICROS), EVENT_ID,
-                   *[name for name in labeled.columns if name != EVENT_ID])
-    groups = (labeled.where(is_candidate)
-              .groupBy(DT, USER_ID, ITEM_ID, EVENT_TYPE)
-              .agg(F.sort_array(F.collect_list(row)).alias("events"))
-              .withColumn("is_double", _double_click_flags(F.col("events"), _micros(double_click_s))))
-    flagged = groups.select(F.explode(F.arrays_zip("events", "is_double")).alias("pair")).select(
-        *[F.col("pair.events")[name].alias(name) for name in labeled.columns if name != REASON],
-        F.when(F.col("pair.is_double"), F.lit(REASON_DOUBLE_CLICK)).alias(REASON))
-    return labeled.where(~is_candidate).unionByName(flagged)
+    start = F.struct(F.lit(None).cast("long").alias("last_kept"), F.lit(False).alias("is_double"))
+
+    def step(state: Column, time: Column) -> Column:
+        is_double = state["last_kept"].isNotNull() & (time - state["last_kept"] <= max_gap)
+        return F.struct(F.when(is_double, state["last_kept"]).otherwise(time).alias("last_kept"),
+                        is_double.alias("is_double"))
+
+    return F.aggregate(times, start, step, lambda state: state["is_double"])
 
 
-def _double_click_flags(events: Column, max_gap_micros: int) -> Column:
-    """array<boolean>: is each (time-sorted) event at most max_gap after the last kept one."""
-    start = F.struct(F.lit(None).cast("long").alias("last_kept"),
-                     F.array().cast("array<boolean>").alias("flags"))
-
-    def step(state: Column, event: Column) -> Column:
-        gap = event[_MICROS] - state["last_kept"]
-        is_double = state["last_kept"].isNotNull() & (gap <= max_gap_micros)
-        last_kept = F.when(is_double, state["last_kept"]).otherwise(event[_MICROS])
-        return F.struct(last_kept.alias("last_kept"),
-                        F.concat(state["flags"], F.array(is_double)).alias("flags"))
-
-    return F.aggregate(events, start, step, lambda state: state["flags"])
+_PASSED, _DUPLICATE, _IN_CHAIN, _STARTS_BURST, _BURST = "_passed", "_duplicate", "_in_chain", "_starts_burst", "_burst"
 
 
 def _micros(seconds: float) -> int:

@@ -85,7 +85,7 @@ _GAP_S = "_gap_s"
 _DWELL_S = "_dwell_s"
 _REPEAT = "_repeat"
 _SESSION_EVENTS = "_session_events"
-_KEPT_RANK = "_kept_rank"
+_MINUTE = "_minute"
 
 
 # --- Transform -----------------------------------------------------------------------------
@@ -113,14 +113,20 @@ def label_noise(events: DataFrame, *, bot_max_events_per_minute: int | None = No
     min_support_max_rounds too. The min_support rule runs Spark jobs
     (one per round) to know when nothing more drops; every other rule is lazy.
     """
+    # One shuffle by (dt, user_id) and two sorts: every rule reads one user's day. The
+    # session sizes need rows sorted by session, so they come first; every other window
+    # then reads the timeline in one order, (minute, event_time, event_id), which is time
+    # order (a later minute is a later time) and also groups each calendar minute.
     # A window function cannot take another as its argument, so the per-minute, per-gap and
     # per-session values are columns of their own before the user's day is summarised.
-    measured = (events.withColumn(_EVENTS_IN_MINUTE, _events_in_same_minute())
+    measured = (events.repartition(DT, USER_ID)
+                .withColumn(_SESSION_EVENTS, _events_in_same_session())
+                .withColumn(_MINUTE, _minute_number())
+                .withColumn(_EVENTS_IN_MINUTE, _events_in_same_minute())
                 .withColumn(_ITEMS_IN_MINUTE, _distinct_items_in_same_minute())
                 .withColumn(_GAP_S, _seconds_since_previous_event())
                 .withColumn(_REPEAT, _repeats_previous_event() if collapse_consecutive_repeats else F.lit(False))
-                .withColumn(_DWELL_S, _seconds_to_next_kept_event())
-                .withColumn(_SESSION_EVENTS, _events_in_same_session()))
+                .withColumn(_DWELL_S, _seconds_to_next_kept_event()))
     rules = []
     if bot_max_events_per_minute is not None:
         rules.append((REASON_BOT, _busiest_minute_over(_EVENTS_IN_MINUTE, bot_max_events_per_minute)))
@@ -136,9 +142,10 @@ def label_noise(events: DataFrame, *, bot_max_events_per_minute: int | None = No
     if collapse_consecutive_repeats:
         rules.append((REASON_CONSECUTIVE_REPEAT, F.col(_REPEAT)))
     reason = F.coalesce(*[F.when(matched, F.lit(code)) for code, matched in rules]) if rules else F.lit(None)
-    labeled = measured.select(*CLEAN_COLUMNS, DT, reason.cast("string").alias(REASON))
+    labeled = measured.select(*CLEAN_COLUMNS, DT, _MINUTE, reason.cast("string").alias(REASON))
     if max_events_per_user_day is not None:
         labeled = cap_user_days(labeled, max_events_per_user_day)
+    labeled = labeled.drop(_MINUTE)
     if (min_item_events or 0) > 1 or (min_session_item_events or 0) > 0:
         labeled = drop_unsupported(labeled, min_item_events or 0, min_session_item_events or 0,
                                    min_support_max_rounds)
@@ -152,11 +159,18 @@ def _user_day() -> Window:
 
 
 def _user_timeline() -> Window:
-    return Window.partitionBy(DT, USER_ID).orderBy(EVENT_TIME, EVENT_ID)
+    # _MINUTE first changes nothing in the order and lets the minute windows share the sort.
+    return Window.partitionBy(DT, USER_ID).orderBy(_MINUTE, EVENT_TIME, EVENT_ID)
+
+
+def _minute_number() -> Column:
+    """The calendar minute (10:00:00.000-10:00:59.999 UTC) as whole minutes since the epoch."""
+    return F.floor(F.unix_micros(EVENT_TIME) / F.lit(60_000_000)).cast("long")
 
 
 def _same_minute() -> Window:
-    return Window.partitionBy(DT, USER_ID, F.date_trunc("minute", F.col(EVENT_TIME)))
+    # The peers of a row in the minute order: the user's events of the same minute.
+    return Window.partitionBy(DT, USER_ID).orderBy(_MINUTE).rangeBetween(Window.currentRow, Window.currentRow)
 
 
 def _events_in_same_minute() -> Column:
@@ -180,11 +194,10 @@ def _seconds_since_previous_event() -> Column:
 def _seconds_to_next_kept_event() -> Column:
     # The next event that is not a collapsed repeat: a view followed by its own repeat at the
     # same moment is one view, and must not lose both copies (one as accidental, one as repeat).
-    # Walking the timeline backwards, the nearest later event is the last of the earlier
-    # rows; a frame growing from the start keeps this linear in the user's events.
-    later_events = (Window.partitionBy(DT, USER_ID).orderBy(F.col(EVENT_TIME).desc(), F.col(EVENT_ID).desc())
-                    .rowsBetween(Window.unboundedPreceding, -1))
-    next_time = F.last(F.when(~F.col(_REPEAT), F.col(EVENT_TIME)), ignorenulls=True).over(later_events)
+    # lead() that skips nulls reads it in the timeline's own order, in linear time; the
+    # Python API has no ignoreNulls for lead, so the window is written in SQL.
+    next_time = F.expr(f"lead(CASE WHEN NOT {_REPEAT} THEN {EVENT_TIME} END) IGNORE NULLS OVER "
+                       f"(PARTITION BY {DT}, {USER_ID} ORDER BY {_MINUTE}, {EVENT_TIME}, {EVENT_ID})")
     return _seconds_between(F.col(EVENT_TIME), next_time)
 
 
@@ -228,10 +241,14 @@ def _repeats_previous_event() -> Column:
 
 
 def cap_user_days(labeled: DataFrame, max_events: int) -> DataFrame:
-    """Label heavy_user_cap on the kept rows of a user's day past its `max_events` earliest."""
-    # Kept rows sort first, so they are ranked 1..n among themselves in time order.
-    kept_first = Window.partitionBy(DT, USER_ID).orderBy(F.col(REASON).isNotNull(), EVENT_TIME, EVENT_ID)
-    over_cap = F.col(REASON).isNull() & (F.row_number().over(kept_first) > F.lit(int(max_events)))
+    """Label heavy_user_cap on the kept rows of a user's day past its `max_events` earliest.
+
+    labeled carries _MINUTE (the timeline's order): the running count of kept rows is each
+    kept row's rank among them in time order, read in the order the timeline sort left.
+    """
+    kept_so_far = F.count(F.when(F.col(REASON).isNull(), F.lit(1))).over(
+        _user_timeline().rowsBetween(Window.unboundedPreceding, Window.currentRow))
+    over_cap = F.col(REASON).isNull() & (kept_so_far > F.lit(int(max_events)))
     return labeled.withColumn(REASON, F.when(over_cap, F.lit(REASON_HEAVY_USER_CAP)).otherwise(F.col(REASON)))
 
 

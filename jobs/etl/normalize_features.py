@@ -319,7 +319,9 @@ def run(night: Night) -> dict:
                                  config["item_stats"]["prior_views"])
     items = item_features(snapshots, vocabularies, prices, statistics)
     items = items.persist(StorageLevel.MEMORY_AND_DISK)  # written, counted and joined to events
-    indexed = index_item_events(events, items, splits).persist(StorageLevel.MEMORY_AND_DISK)
+    # By user once: both sequence tables group by user (sessions by user and session), so
+    # neither needs a shuffle of its own.
+    indexed = index_item_events(events, items, splits).repartition(USER_ID).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         write_partitions(items.withColumn(DT, F.lit(ds)), config, FEATURE_ITEMS)
         write_partitions(build_sequences(indexed).withColumn(DT, F.lit(ds)), config, FEATURE_SEQUENCES)

@@ -100,6 +100,29 @@ def test_every_rule_quarantines_its_line_and_valid_events_are_kept(spark):
     assertDataFrameEqual(quarantined, expected_quarantined)
 
 
+def test_a_long_burst_folds_from_its_own_first_click(spark):
+    # u4/i1/click, threshold 2 s. Burst one (each click at most 2 s after the previous):
+    #   0.0 kept; 1.5 double (1.5 after 0.0); 2.5 kept (2.5 after the kept 0.0);
+    #   3.9 double (1.4 after 2.5); 3.9's second copy a duplicate, not a click;
+    #   5.0 kept (2.5 after 2.5); 6.9 double (1.9 after 5.0).
+    # 10.0 starts burst two (3.1 after 6.9): kept whatever came before; 11.0 double.
+    # The view at 1.0 is another event type: it neither breaks nor joins the clicks.
+    seconds = {"b0": 0.0, "b1": 1.5, "b2": 2.5, "b3": 3.9, "b4": 5.0, "b5": 6.9, "b6": 10.0, "b7": 11.0}
+    clicks = {event_id: line(event_id, f"2026-11-27T09:00:{offset:06.3f}Z", "click", user_id="u4")
+              for event_id, offset in seconds.items()}
+    view = line("b8", "2026-11-27T09:00:01.000Z", "view", user_id="u4")
+    raw = spark.createDataFrame([(text, DAY) for text in [*clicks.values(), clicks["b3"], view]],
+                                "record string, dt string")
+    catalog = spark.createDataFrame([("i1", DAY)], "item_id string, dt string")
+
+    _, quarantined = clean.clean_events(raw, catalog, **RULES)
+
+    expected = spark.createDataFrame(
+        [("clean", REASON_DOUBLE_CLICK, clicks[event_id], DAY) for event_id in ("b1", "b3", "b5", "b7")]
+        + [("clean", REASON_DUPLICATE, clicks["b3"], DAY)], QUARANTINE_SCHEMA)
+    assertDataFrameEqual(quarantined, expected)
+
+
 def test_duplicates_are_per_day_and_keep_exactly_one_copy(spark):
     # Three copies on DAY -> 1 kept + 2 duplicates; the same text on NEXT_DAY is judged on its
     # own (and is outside that day, since its timestamp is on DAY).

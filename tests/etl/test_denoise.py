@@ -188,10 +188,15 @@ def test_accidental_clicks_use_dwell_to_the_next_kept_event(spark):
         event("d5", "10:00:11.000", "view", "u1", "i3"),  # next non-repeat d7 after 60 s: kept
         event("d6", "10:00:11.000", "view", "u1", "i3"),  # repeat of d5 (same time, later id)
         event("d7", "10:01:11.000", "view", "u1", "i4"),
+        event("e1", "12:00:00.000", "view", "u1", "i7"),  # next non-repeat e3 after 3 s: accidental
+        event("e2", "12:00:01.000", "view", "u1", "i7"),  # repeat of e1, skipped as e1's next;
+        # its own next, e3, is 2 s later: accidental, the rule before consecutive_repeat
+        event("e3", "12:00:03.000", "view", "u1", "i8"),
         event("d8", "23:59:59.999", "view", "u1", "i5"),  # last of the day: dwell unknown, kept
         event("d9", "00:00:00.000", "view", "u1", "i6", ds=NEXT_DAY),  # another day's timeline
     ]
-    removed = {"d2": REASON_ACCIDENTAL_CLICK, "d4": REASON_ACCIDENTAL_CLICK, "d6": REASON_CONSECUTIVE_REPEAT}
+    removed = {"d2": REASON_ACCIDENTAL_CLICK, "d4": REASON_ACCIDENTAL_CLICK, "d6": REASON_CONSECUTIVE_REPEAT,
+               "e1": REASON_ACCIDENTAL_CLICK, "e2": REASON_ACCIDENTAL_CLICK}
     assert_split(spark, rows, removed, accidental_click_max_dwell_s=5.0, collapse_consecutive_repeats=True)
 
 
