@@ -342,11 +342,19 @@ def run_engine(engine: str, events: int, manifest: dict, args, log) -> dict:
     return result
 
 
+SPARK_STAGES = ("clean", "denoise", "normalize")  # chain order: each reads what the one before wrote
+
+
+def run_spark_stage(stage: str, night) -> dict:
+    """One stage of the Spark chain, the nightly job the DAG's task runs; returns its result."""
+    from jobs.etl import clean, denoise
+    from jobs.etl import normalize_features as normalize
+
+    return {"clean": clean.run, "denoise": denoise.run, "normalize": normalize.run}[stage](night)
+
+
 def spark_worker(config_path: str, dates: list[str], summary_path: str) -> int:
     """The Spark chain in this process: the nightly jobs, as the DAG's tasks call them."""
-    from jobs.etl import clean
-    from jobs.etl import denoise
-    from jobs.etl import normalize_features as normalize
     from jobs.common.night import Night
     from jobs.common.spark_session import get_spark
 
@@ -357,10 +365,10 @@ def spark_worker(config_path: str, dates: list[str], summary_path: str) -> int:
     seconds["startup"] = round(time.perf_counter() - started, 2)
     results = {}
     night = Night.plan(config, dates[-1], dates)
-    for stage, run in (("clean", lambda: clean.run(night)["summary"]), ("denoise", lambda: denoise.run(night)["summary"]),
-                       ("normalize", lambda: normalize.run(night))):
+    for stage in SPARK_STAGES:
         started = time.perf_counter()
-        results[stage] = run()
+        result = run_spark_stage(stage, night)
+        results[stage] = result if stage == "normalize" else result["summary"]  # normalize returns its meta
         seconds[stage] = round(time.perf_counter() - started, 2)
         print(f"spark {stage}: {seconds[stage]:.1f} s", flush=True)
     spark.stop()

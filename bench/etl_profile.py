@@ -34,7 +34,7 @@ for path in (REPO_ROOT, REPO_ROOT / "bench"):
 
 import etl as bench_etl  # noqa: E402  (bench/etl.py)
 
-STAGES = ("clean", "denoise", "normalize")
+STAGES = bench_etl.SPARK_STAGES
 THREAD_GROUPS = (("executor tasks", "Executor task"), ("JIT compilers", "C1 Compiler"), ("JIT compilers", "C2 Compiler"),
                  ("garbage collection", "GC Thread"), ("garbage collection", "G1 "))
 SLOWEST_SPARK_STAGES = 6
@@ -79,13 +79,6 @@ def spark_stages(event_log: Path) -> list[dict]:
     return stages
 
 
-def run_stage(stage: str, night) -> None:
-    from jobs.etl import clean, denoise
-    from jobs.etl import normalize_features as normalize
-
-    {"clean": clean.run, "denoise": denoise.run, "normalize": normalize.run}[stage](night)
-
-
 def profile(args) -> dict:
     manifest = bench_etl.ensure_data(args.work_dir, args.size, args.days, args.end_date, args.seed, print)
     run_dir = args.work_dir / "profile" / f"events={args.size}"
@@ -110,7 +103,7 @@ def profile(args) -> dict:
     for chain_pass in range(1, args.passes + 1):
         for stage in args.stages:
             before, started_ms, started = thread_cpu_seconds(jvm_pid), time.time() * 1000, time.perf_counter()
-            run_stage(stage, night)
+            bench_etl.run_spark_stage(stage, night)
             wall_s = time.perf_counter() - started
             runs.append({"pass": chain_pass, "stage": stage, "wall_s": round(wall_s, 1),
                          "jvm_cpu_s": cpu_by_group(before, thread_cpu_seconds(jvm_pid)),
@@ -157,6 +150,10 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.passes < 1:
         parser.error("--passes must be at least 1")
+    # Each run starts from an emptied lake, so a stage needs every stage before it.
+    if tuple(args.stages) != STAGES[:len(args.stages)]:
+        parser.error(f"--stages must start the chain {' '.join(STAGES)} (each reads what the one before "
+                     f"wrote), e.g. 'clean' or 'clean denoise'; got {' '.join(args.stages)}")
     return args
 
 

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.bench.bench_scripts import BENCH, load_bench_script
 
 etl_profile = load_bench_script("etl_profile")
@@ -19,6 +21,14 @@ def test_cpu_by_group_counts_only_what_each_thread_used_between_snapshots():
              5: ("GC Thread#1", 0.7)}  # +0.7
     assert etl_profile.cpu_by_group(before, after) == {
         "executor tasks": 3.5, "JIT compilers": 2.5, "garbage collection": 0.7, "driver and other": 0.3}
+
+
+def test_stages_must_start_the_chain_because_each_run_starts_from_an_empty_lake(capsys):
+    assert etl_profile.parse_args(["--stages", "clean", "denoise"]).stages == ["clean", "denoise"]
+    for stages in (["normalize"], ["denoise", "normalize"], ["clean", "normalize"]):
+        with pytest.raises(SystemExit):
+            etl_profile.parse_args(["--stages", *stages])
+        assert "--stages must start the chain clean denoise normalize" in capsys.readouterr().err
 
 
 def test_a_tiny_profile_attributes_spark_stages_to_the_chain_stage_that_ran_them(tmp_path):

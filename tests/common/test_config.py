@@ -71,6 +71,7 @@ def test_resolved_defaults_match_the_documented_values_and_serialise(tmp_path):
     assert config["baselines"]["als"] == {"rank": 32, "reg_param": 0.1, "alpha": 10.0, "max_iter": 10}
     assert config["evaluation"]["ks"] == [1, 5, 10, 20]
     assert config["spark"]["conf"]["spark.sql.shuffle.partitions"] == "8"
+    assert config["spark"]["conf"]["spark.sql.files.maxPartitionBytes"] == "16m"
     assert config["privacy"]["key_file"] == str(tmp_path / "secrets" / "user_id.key")
     assert config["mlflow"]["artifact_root"] == str(tmp_path / "mlflow" / "artifacts")
     assert json.loads(json.dumps(config)) == config  # plain JSON types all the way down

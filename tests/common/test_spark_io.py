@@ -96,3 +96,28 @@ def test_unreadable_file_error_without_a_known_cause_or_any_cause():
     assert "x.gz: Spark could not read it (no cause given)" in str(spark_io.unreadable_file_error(
         read_error("file:///x.gz", None)))
     assert spark_io.unreadable_file_error(ValueError("no file involved")) is None
+
+
+def test_raw_gzip_files_are_packed_into_read_tasks_by_16_mb_not_128(spark, tmp_config):
+    # A gzip file cannot be split: Spark packs whole files into read tasks by compressed size
+    # plus an open cost of 4 MB each. Six files of about 4 MB (base64 of random bytes keeps
+    # ~3 MB random as ~4 MB of gzip):
+    #   16 MB per task:  4 + 4 = 8, + 4 = 12 fits, + 4 open = 16; a third file would not -> 2
+    #                    files a task, 3 tasks for the 2 cores;
+    #   the 128 MB default: capped at (6 x 8 MB) / 2 cores = 24 MB -> 3 files a task, 2 tasks:
+    #                    one task per core, however uneven the files are.
+    import base64
+    import os
+
+    from jobs.common.lake import partition_path
+    from jobs.common.schema import RAW_EVENTS
+
+    folder = partition_path(tmp_config, RAW_EVENTS, DS1)
+    os.makedirs(folder)
+    for number in range(6):
+        with gzip.open(os.path.join(folder, f"events-{number:05d}.jsonl.gz"), "wb", compresslevel=1) as handle:
+            handle.write(base64.encodebytes(os.urandom(3 * 1024 * 1024)))
+    sizes_mb = [os.path.getsize(os.path.join(folder, name)) / 2**20 for name in os.listdir(folder)]
+    assert all(2.7 < size < 6 for size in sizes_mb), sizes_mb  # the range where the sums above hold
+    assert spark.conf.get("spark.sql.files.maxPartitionBytes") == "16m"  # the configured default
+    assert spark_io.read_raw_lines(spark, tmp_config, [DS1]).rdd.getNumPartitions() == 3
