@@ -183,15 +183,28 @@ def tree_pids(root: int) -> list[int]:
     return found
 
 
-def tree_rss_bytes(pids: list[int]) -> int:
+def tree_rss_bytes(pids: list[int], proc: str = "/proc") -> int:
+    """Resident bytes of the processes, each address space counted once.
+
+    A process that a JVM thread starts (Hadoop's shell commands, PySpark's daemon) shares the
+    JVM's memory until it runs its own program, and its statm shows the JVM's pages: summing
+    it too counted the JVM two or three times at those moments. A child whose statm is
+    exactly its parent's is that shared address space, so it is left out.
+    """
     page = os.sysconf("SC_PAGE_SIZE")
-    total = 0
+    statm, parent = {}, {}
     for pid in pids:
         try:
-            with open(f"/proc/{pid}/statm") as handle:
-                total += int(handle.read().split()[1]) * page
+            with open(f"{proc}/{pid}/statm") as handle:
+                statm[pid] = handle.read().split()
+            with open(f"{proc}/{pid}/stat") as handle:
+                parent[pid] = int(handle.read().rsplit(")", 1)[1].split()[1])  # the comm may hold spaces
         except (OSError, IndexError, ValueError):
-            pass  # exited between listing and reading
+            statm.pop(pid, None)  # exited between listing and reading
+    total = 0
+    for pid, fields in statm.items():
+        if statm.get(parent.get(pid)) != fields:
+            total += int(fields[1]) * page
     return total
 
 

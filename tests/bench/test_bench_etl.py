@@ -264,3 +264,21 @@ def test_a_run_past_its_time_limit_is_killed(tmp_path):
     run = etl.run_watched([sys.executable, "-c", "import time; time.sleep(60)"], dict(os.environ), tmp_path / "log",
                           memory_limit_bytes=None, min_available_bytes=0, time_limit_s=1)
     assert run.error == "exceeded the time limit of 1 s" and run.wall_s < 10
+
+
+def test_a_child_sharing_its_parents_address_space_is_counted_once(tmp_path):
+    # A fake /proc: the JVM (pid 20, child of the worker 10) and, while it starts a program,
+    # a child 30 whose statm is exactly the JVM's (the same pages); 40 is a child with its own.
+    # statm's second field is resident pages: 10 -> 5, 20 -> 500, 30 -> 500 (shared), 40 -> 7.
+    def process(pid, parent, statm, comm="java"):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "statm").write_text(statm)
+        (tmp_path / str(pid) / "stat").write_text(f"{pid} ({comm}) S {parent} 1 1 0")
+
+    process(10, 1, "900 5 2 1 0 40 0")
+    process(20, 10, "9000 500 20 1 0 400 0")
+    process(30, 20, "9000 500 20 1 0 400 0", comm="Executor task l")
+    process(40, 20, "800 7 3 1 0 30 0")
+    page = os.sysconf("SC_PAGE_SIZE")
+    # 5 + 500 + 7 pages; 30 left out. A pid that vanished (50) counts nothing.
+    assert load_bench_etl().tree_rss_bytes([10, 20, 30, 40, 50], proc=str(tmp_path)) == (5 + 500 + 7) * page
