@@ -15,15 +15,28 @@ Each model runs in a fresh Python process that loads the data, fits, and evaluat
 includes the interpreter, the libraries and the data, and no model pays for another.
 `train_s` is the wall-clock time of fitting only (for gru, including its per-epoch
 validation recall; likewise sasrec). Results go to bench/results/<folder name>.json as
-{model: {"P@20": %, "MRR@20": %, "train_s": s, "peak_mb": MB, "repeat_share": %,
-"P@20 repeat": %, "MRR@20 repeat": %, "P@20 new": %, "MRR@20 new": %}}: the same metrics
-over the test examples whose target is already in its prefix (`repeat`: a re-view, a
-comparison, a re-purchase) and over the others (`new`), with the share of repeats.
+{model: {"P@20": %, "MRR@20": %, "P@20_ci": [low, high], "MRR@20_ci": [low, high],
+"train_s": s, "score_ms_per_1000": ms, "peak_mb": MB, "repeat_share": %, "P@20 repeat": %,
+"MRR@20 repeat": %, "P@20 new": %, "MRR@20 new": %, "n_test_examples": n,
+"n_test_sessions": n, "settings": {...}, "settings_sha": hex, "commit": hex}}:
+- the `_ci` intervals are 95% percentile-bootstrap intervals over test sessions: the
+  examples of one session (its prefixes, which share items and a shopper) are resampled
+  together, so correlated examples do not pass for independent evidence;
+- `score_ms_per_1000` is the wall-clock time of ranking 1,000 test prefixes against the
+  full catalog (for a fusion, its members' scoring included);
+- the `repeat` / `new` metrics are over the test examples whose target is already in its
+  prefix (a re-view, a comparison, a re-purchase) and over the others, with the share of
+  repeats;
+- `settings` are the row's resolved settings (`settings_sha` their hash) and `commit` the
+  checkout it ran from (`+dirty` when it had uncommitted changes).
+The test examples' ranks are kept beside the saved encoders (<cache>/<folder>/ranks/<model>.npy)
+for paired comparisons of rows.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
@@ -40,7 +53,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))  # `python bench/models.py` puts only bench/ on the path
 
-from jobs.evaluation.metrics import ranking_metrics, scorer_ranks  # noqa: E402
+from jobs.evaluation.metrics import (bootstrap_intervals, metric_contributions, ranking_metrics,  # noqa: E402
+                                    scorer_ranks)
 from jobs.common.features import Examples  # noqa: E402
 from jobs.common.schema import EVENT_TYPE_INDEX, VIEW  # noqa: E402
 
@@ -63,6 +77,9 @@ ENCODER_LOGIT_SCALE = 16.0
 ENCODER_LR_DECAY = 0.5
 K = 20
 PRECISION, MRR = f"P@{K}", f"MRR@{K}"
+# The rows' intervals: 95%, 1,000 resamples of test sessions (a few seconds on DIGINETICA's 15k sessions).
+CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 1000
 # Scoring 1024 prefixes at a time keeps a [1024, n_items + 1] float32 block near 180 MB on DIGINETICA.
 EVAL_BATCH = 1024
 # Sessions only know clicks: every history event is a view.
@@ -86,6 +103,7 @@ class SessionData:
     train_sessions: list  # of int64 arrays, item ids in click order
     test: Examples  # full-length prefixes, left-padded
     n_items: int
+    test_sessions: np.ndarray  # int64 [n test examples]: the test session each example was cut from
 
 
 def read_train_sessions(path: Path) -> list[np.ndarray]:
@@ -149,7 +167,30 @@ def load_data(folder: Path) -> SessionData:
     items = left_padded(prefixes, max(len(prefix) for prefix in prefixes))
     test = Examples(items=items, types=np.where(items != 0, VIEW_TYPE, 0).astype(np.int32),
                     targets=labels.astype(np.int32), user_ids=np.arange(len(labels)))
-    return SessionData(sessions, test, n_items)
+    return SessionData(sessions, test, n_items, test_session_numbers(prefixes, labels))
+
+
+def test_session_numbers(prefixes: list[np.ndarray], labels: np.ndarray) -> np.ndarray:
+    """The session of each test example, numbered 0, 1, ... in file order.
+
+    The protocol's files list every prefix of a test session next to one another, longest
+    first (SR-GNN's DIGINETICA) or shortest first (bench/yoochoose_sessions.py), and carry no
+    session id. Two neighbouring examples come from one session when one's prefix plus its
+    label is the other's prefix: "1 2 3 -> 4", "1 2 -> 3", "1 -> 2" is one session, and
+    "1 2 -> 3" after "1 -> 2" too. Two sessions that chain by chance merge, which only makes
+    the intervals a little wider.
+    """
+    same_as_previous = np.zeros(len(labels), dtype=bool)
+    for row in range(1, len(labels)):
+        before, after = prefixes[row - 1], prefixes[row]
+        same_as_previous[row] = (_extends(before, after, labels[row]) or _extends(after, before, labels[row - 1]))
+    return np.cumsum(~same_as_previous) - 1
+
+
+def _extends(longer: np.ndarray, shorter: np.ndarray, label: int) -> bool:
+    """longer == shorter + [label]."""
+    return (len(longer) == len(shorter) + 1 and longer[-1] == label
+            and np.array_equal(longer[:-1], shorter))
 
 
 # --- The models ---------------------------------------------------------------------------
@@ -377,10 +418,64 @@ def run_model(model: str, folder: Path, options: argparse.Namespace) -> dict:
     train_s = time.monotonic() - started
     started = time.monotonic()
     ranks = scorer_ranks(scorer, test, batch_size=EVAL_BATCH)
-    print(f"{model}: fit {train_s:.1f} s, evaluation {time.monotonic() - started:.1f} s", flush=True)
+    score_s = time.monotonic() - started
+    print(f"{model}: fit {train_s:.1f} s, evaluation {score_s:.1f} s", flush=True)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return {**percent_metrics(ranks), "train_s": round(train_s, 2), "peak_mb": round(peak_kib / 1024, 1),
-            **by_target_type(ranks, repeat_targets(data.test))}
+    save_ranks(ranks, options, model)
+    settings = model_settings(model, options)
+    return {**percent_metrics(ranks), **percent_intervals(ranks, data.test_sessions, options.seed),
+            "train_s": round(train_s, 2), "score_ms_per_1000": round(1e6 * score_s / len(ranks), 1),
+            "peak_mb": round(peak_kib / 1024, 1), **by_target_type(ranks, repeat_targets(data.test)),
+            "n_test_examples": int(len(ranks)), "n_test_sessions": int(data.test_sessions.max() + 1),
+            "settings": settings, "settings_sha": settings_hash(settings), "commit": checkout_commit()}
+
+
+def percent_intervals(ranks: np.ndarray, sessions: np.ndarray, seed: int) -> dict:
+    """{"P@20_ci": [low, high], "MRR@20_ci": [low, high]} in %, resampling whole test sessions."""
+    intervals = bootstrap_intervals({PRECISION: metric_contributions(ranks, f"recall@{K}"),
+                                     MRR: metric_contributions(ranks, f"mrr@{K}")},
+                                    BOOTSTRAP_RESAMPLES, CONFIDENCE, seed, groups=sessions)
+    return {f"{name}_ci": [round(100 * low, 3), round(100 * high, 3)] for name, (low, high) in intervals.items()}
+
+
+def model_settings(model: str, options: argparse.Namespace) -> dict:
+    """What decides the row of `model`: its own settings and the protocol's (valid share, seed)."""
+    knn = {"neighbours": options.knn_neighbours, "regularization": options.knn_regularization,
+           "include_self": options.knn_include_self}
+    if model == "item_knn":
+        return knn
+    if model == "als":
+        return {"rank": options.als_rank, "iterations": options.als_iterations, "seed": options.seed}
+    if model in ENCODERS:
+        return {**encoder_settings(model, options), "max_len": options.gru_max_len,
+                "valid_share": options.valid_share, "seed": options.seed}
+    if model in FUSIONS:
+        return {"members": {"item_knn": knn, **{name: model_settings(name, options) for name in ENCODERS}},
+                "candidates_per_model": options.fusion_candidates, "rrf_k": options.fusion_rrf_k,
+                "grid_steps": options.fusion_grid_steps, "valid_share": options.valid_share, "seed": options.seed}
+    return {}  # pop and spop have none
+
+
+def settings_hash(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def checkout_commit() -> str:
+    """The commit this checkout is at, "+dirty" if it has uncommitted changes; "unknown" outside git."""
+    def git(*arguments: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO_ROOT), *arguments], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    try:
+        commit = git("rev-parse", "HEAD")
+        return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def save_ranks(ranks: np.ndarray, options: argparse.Namespace, model: str) -> None:
+    folder = options.cache_dir / options.data.resolve().name / "ranks"
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / f"{model}.npy", ranks)
 
 
 def percent_metrics(ranks: np.ndarray, suffix: str = "") -> dict:
@@ -440,15 +535,20 @@ TARGET_TYPE_COLUMNS = (f"{PRECISION} repeat", f"{MRR} repeat", f"{PRECISION} new
 
 
 def results_table(results: dict, published: dict) -> str:
-    lines = [f"| model | {PRECISION} | {MRR} | published {PRECISION} | published {MRR} | train_s | peak_mb "
-             f"| {' | '.join(TARGET_TYPE_COLUMNS)} |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"| model | {PRECISION} | 95% interval | {MRR} | 95% interval | published {PRECISION} "
+             f"| published {MRR} | train_s | score ms / 1k | peak_mb | {' | '.join(TARGET_TYPE_COLUMNS)} |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for model, row in results.items():
         cited = published.get(model)
         cited_cells = [f"{value:.2f}" for value in cited] if cited else ["-", "-"]
-        # Rows measured before the split existed have no target-type cells.
+        # Rows measured before the split, the intervals or the scoring time have no such cells.
         split_cells = [f"{row[column]:.2f}" if column in row else "-" for column in TARGET_TYPE_COLUMNS]
-        lines.append(f"| {model} | {row[PRECISION]:.2f} | {row[MRR]:.2f} | {' | '.join(cited_cells)} "
-                     f"| {row['train_s']:.1f} | {row['peak_mb']:.0f} | {' | '.join(split_cells)} |")
+        intervals = {name: "{:.2f}..{:.2f}".format(*row[f"{name}_ci"]) if f"{name}_ci" in row else "-"
+                     for name in (PRECISION, MRR)}
+        score_ms = f"{row['score_ms_per_1000']:.0f}" if "score_ms_per_1000" in row else "-"
+        lines.append(f"| {model} | {row[PRECISION]:.2f} | {intervals[PRECISION]} | {row[MRR]:.2f} "
+                     f"| {intervals[MRR]} | {' | '.join(cited_cells)} | {row['train_s']:.1f} | {score_ms} "
+                     f"| {row['peak_mb']:.0f} | {' | '.join(split_cells)} |")
     return "\n".join(lines)
 
 

@@ -211,11 +211,21 @@ def test_bench_runs_the_baselines_on_a_tiny_folder(tmp_path):
     assert list(written) == ["pop", "spop", "item_knn"]
     for row in written.values():
         # Both targets are new (not in their prefix): no repeat cells, and new = overall.
-        assert set(row) == {"P@20", "MRR@20", "train_s", "peak_mb", "repeat_share", "P@20 new", "MRR@20 new"}
-        assert row["train_s"] >= 0 and row["peak_mb"] > 0
+        assert set(row) == {"P@20", "MRR@20", "P@20_ci", "MRR@20_ci", "train_s", "score_ms_per_1000", "peak_mb",
+                            "repeat_share", "P@20 new", "MRR@20 new", "n_test_examples", "n_test_sessions",
+                            "settings", "settings_sha", "commit"}
+        assert row["train_s"] >= 0 and row["peak_mb"] > 0 and row["score_ms_per_1000"] > 0
         assert (row["repeat_share"], row["P@20 new"], row["MRR@20 new"]) == (0.0, row["P@20"], row["MRR@20"])
+        assert (row["n_test_examples"], row["n_test_sessions"]) == (2, 2)
+        assert len(row["settings_sha"]) == 12 and row["commit"]
     assert {model: (row["P@20"], row["MRR@20"]) for model, row in written.items()} == {
         "pop": (50.0, 50.0), "spop": (50.0, 25.0), "item_knn": (50.0, 50.0)}
+    # Two sessions, one hit and one miss: a resample draws both sessions' values with
+    # replacement, so its mean is 0, 50 or 100 (chances 1/4, 1/2, 1/4): the 95% interval
+    # spans it all. S-POP's MRR contributions are 1/2 and 0: 0, 25 or 50.
+    assert (written["pop"]["P@20_ci"], written["pop"]["MRR@20_ci"]) == ([0.0, 100.0], [0.0, 100.0])
+    assert written["spop"]["MRR@20_ci"] == [0.0, 50.0]
+    assert written["item_knn"]["settings"] == {"neighbours": 100, "regularization": 20.0, "include_self": False}
 
 
 def test_bench_splits_every_row_by_repeat_and_new_targets(tmp_path):
@@ -226,14 +236,37 @@ def test_bench_splits_every_row_by_repeat_and_new_targets(tmp_path):
                                   ["1\t2", "4 5\t25", "2 3\t2"])
     results = load_bench().main(["--data", str(folder), "--results-dir", str(tmp_path / "results"),
                                  "--models", "pop"])
-    row = {key: value for key, value in results["pop"].items() if key not in ("train_s", "peak_mb")}
+    metric_keys = ("P@20", "MRR@20", "repeat_share", "P@20 repeat", "MRR@20 repeat", "P@20 new", "MRR@20 new")
+    row = {key: results["pop"][key] for key in metric_keys}
     assert row == {"P@20": 66.667, "MRR@20": 66.667, "repeat_share": 33.333,
                    "P@20 repeat": 100.0, "MRR@20 repeat": 100.0, "P@20 new": 50.0, "MRR@20 new": 50.0}
     [pop_line] = [line for line in load_bench().results_table(results, {}).splitlines() if line.startswith("| pop |")]
-    assert pop_line.startswith("| pop | 66.67 | 66.67 | - | - |")
+    assert pop_line.startswith("| pop | 66.67 | 0.00..100.00 | 66.67 | 0.00..100.00 | - | - |")
     assert pop_line.endswith("| 100.00 | 100.00 | 50.00 | 50.00 |")
     assert load_bench().results_table({"old": {"P@20": 1.0, "MRR@20": 0.5, "train_s": 1.0, "peak_mb": 9.0}},
-                                      {}).endswith("| old | 1.00 | 0.50 | - | - | 1.0 | 9 | - | - | - | - |")
+                                      {}).endswith("| old | 1.00 | - | 0.50 | - | - | - | 1.0 | - | 9 | - | - | - | - |")
+
+
+def test_bench_numbers_the_test_sessions_from_their_chained_prefixes():
+    # SR-GNN lists a session's prefixes longest first, our converters shortest first; the
+    # fourth example starts the same items again after the first session ended at "1 -> 2".
+    lines = [("1 2 3", 4), ("1 2", 3), ("1", 2), ("1 2 3", 4), ("5", 6), ("5 6", 7), ("5 6", 8)]
+    prefixes = [np.array(list(map(int, prefix.split()))) for prefix, _ in lines]
+    labels = np.array([label for _, label in lines])
+    assert load_bench().test_session_numbers(prefixes, labels).tolist() == [0, 0, 0, 1, 2, 2, 3]
+
+
+def test_bench_intervals_resample_whole_sessions():
+    # Session 0's three examples all hit (rank 1), session 1's three all miss (rank 30 > 20).
+    # Drawn by session, a resample holds 0, 1 or 2 copies of the hits: 0, 50 or 100%, so the
+    # 95% interval is [0, 100]. Drawn by example, 6 draws of a fair coin: 2.5% of resamples
+    # have at most 1 hit of 6, so the interval is about [16.7, 83.3], too narrow for 2 sessions.
+    ranks = np.array([1, 1, 1, 30, 30, 30])
+    bench = load_bench()
+    by_session = bench.percent_intervals(ranks, np.array([0, 0, 0, 1, 1, 1]), seed=42)
+    by_example = bench.percent_intervals(ranks, np.arange(6), seed=42)
+    assert by_session == {"P@20_ci": [0.0, 100.0], "MRR@20_ci": [0.0, 100.0]}
+    assert by_example["P@20_ci"] == [16.667, 83.333]
 
 
 def test_bench_names_the_bad_line(tmp_path):
