@@ -55,6 +55,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from jobs.evaluation.metrics import (bootstrap_intervals, metric_contributions, ranking_metrics,  # noqa: E402
                                     scorer_ranks)
+from jobs.common.config import default_of  # noqa: E402
 from jobs.common.features import Examples  # noqa: E402
 from jobs.common.schema import EVENT_TYPE_INDEX, VIEW  # noqa: E402
 
@@ -63,8 +64,10 @@ TEST_FILE = "test_examples.tsv"
 TEST_HEADER = ["prefix", "label"]
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 ENCODERS = ("gru", "sasrec")
-FUSIONS = ("fusion_rrf", "fusion_stacking")
+FUSIONS = ("fusion_rrf", "fusion_stacking", "fusion_gbm")
 MODELS = ("pop", "spop", "item_knn", "als", *ENCODERS, *FUSIONS)
+# A fusion without one of its members, e.g. fusion_gbm_without_gru: what that member adds.
+ABLATION = "_without_"
 # The fusions' members: the quick baselines and the two encoders (ALS, a Spark job, adds
 # minutes and the weakest scores).
 FUSION_MEMBERS = ("pop", "spop", "item_knn", *ENCODERS)
@@ -211,9 +214,21 @@ def fit_model(model: str, data: SessionData, options: argparse.Namespace):
         return _fit_als(data, options), data.test
     if model in ENCODERS:
         return _fit_user_encoder(data, options, model)
-    if model in FUSIONS:
+    if fusion_parts(model):
         return _fit_fusion(model, data, options), data.test
     raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
+
+
+def fusion_parts(model: str) -> tuple[str, tuple[str, ...]] | None:
+    """(fusion, its members) of a fusion or of an ablation like fusion_gbm_without_gru; None otherwise."""
+    fusion, _, dropped = model.partition(ABLATION)
+    if fusion not in FUSIONS or (dropped and dropped not in FUSION_MEMBERS):
+        return None
+    return fusion, tuple(member for member in FUSION_MEMBERS if member != dropped)
+
+
+def known_model(model: str) -> bool:
+    return model in MODELS or fusion_parts(model) is not None
 
 
 def _fit_als(data: SessionData, options: argparse.Namespace):
@@ -259,7 +274,7 @@ def _fit_user_encoder(data: SessionData, options: argparse.Namespace, model: str
     Its inputs are the last --gru-max-len events (the nightly max_seq_len); it early-stops on
     the prefixes of the last --valid-share of training sessions, which the file lists in
     time order, and trains on the rest. The fitted encoder is saved under the cache folder,
-    where fusion_rrf and fusion_stacking load it.
+    where the fusions load it.
     """
     from jobs.train.encoder_scorers import user_encoder_scorer
     from jobs.train.models.training import write_model_dir
@@ -310,7 +325,8 @@ def fixed_width(matrix: np.ndarray, width: int) -> np.ndarray:
 # --- The fusions ------------------------------------------------------------------------
 
 def _fit_fusion(model: str, data: SessionData, options: argparse.Namespace):
-    """fusion_rrf (decision level) or fusion_stacking (model level) over FUSION_MEMBERS, fitted on valid prefixes.
+    """fusion_rrf (decision level), fusion_stacking or fusion_gbm (model level) over FUSION_MEMBERS,
+    fitted on valid prefixes.
 
     As in the nightly pipeline, the fuser learns from predictions its members made on data
     they never trained on: the prefixes of the last --valid-share of training sessions.
@@ -320,24 +336,43 @@ def _fit_fusion(model: str, data: SessionData, options: argparse.Namespace):
     second embedding source (the item-attribute encoder): session ids carry no attributes.
     """
     from jobs.fusion.decision_level import RankFusion
+    from jobs.fusion.gradient_boosted import GradientBoostedRanker
     from jobs.fusion.model_level import StackingRanker
 
+    fusion, members = fusion_parts(model)
     n_fit = n_fit_sessions(data, options.valid_share)
     valid_sessions = data.train_sessions[n_fit:]
     valid = prefix_examples(valid_sessions, max(len(session) for session in valid_sessions))
-    encoders = [_load_cached_encoder(model_name, options) for model_name in ENCODERS]
-    fit_members = [*_fusion_baselines(data.train_sessions[:n_fit], data.n_items, options), *encoders]
-    test_members = [*_fusion_baselines(data.train_sessions, data.n_items, options), *encoders]
+    encoders = {name: _load_cached_encoder(name, options) for name in ENCODERS if name in members}
+    fit_members = fusion_members(members, _fusion_baselines(data.train_sessions[:n_fit], data.n_items, options),
+                                 encoders)
+    test_members = fusion_members(members, _fusion_baselines(data.train_sessions, data.n_items, options), encoders)
     per_model = options.fusion_candidates
-    if model == "fusion_rrf":
+    if fusion == "fusion_rrf":
         fuser = RankFusion(fit_members, candidates_per_model=per_model, rrf_k=options.fusion_rrf_k)
         print(f"{model}: {fuser.fit(valid, grid_steps=options.fusion_grid_steps)}", flush=True)
         return RankFusion(test_members, per_model, options.fusion_rrf_k, fuser.weights)
+    if fusion == "fusion_gbm":
+        # "Recent" is as much of the latest training data as the valid share: the fit members'
+        # last sessions before the valid ones, the test members' last sessions before the test.
+        fit_sessions = data.train_sessions[:n_fit]
+        fuser = GradientBoostedRanker(fit_members, _counts(fit_sessions, data.n_items),
+                                      _counts(latest(fit_sessions, options.valid_share), data.n_items), per_model,
+                                      seed=options.seed)
+        print(f"{model}: {fuser.fit(valid)}", flush=True)
+        return GradientBoostedRanker(test_members, _counts(data.train_sessions, data.n_items),
+                                     _counts(latest(data.train_sessions, options.valid_share), data.n_items),
+                                     per_model, fuser.booster)
     fuser = StackingRanker(fit_members, _counts(data.train_sessions[:n_fit], data.n_items), per_model,
                            seed=options.seed)
     print(f"{model}: {fuser.fit(valid)}", flush=True)
     return StackingRanker(test_members, _counts(data.train_sessions, data.n_items), per_model,
                           fuser.coefficients, fuser.intercept)
+
+
+def fusion_members(members: tuple[str, ...], baselines: dict, encoders: dict) -> list:
+    """The scorers of `members` (FUSION_MEMBERS names), in FUSION_MEMBERS order."""
+    return [{**baselines, **encoders}[name] for name in members]
 
 
 def missing_encoder_message(saved: Path, model: str) -> str:
@@ -348,22 +383,27 @@ def missing_encoder_message(saved: Path, model: str) -> str:
 def check_fusion_inputs(options: argparse.Namespace) -> None:
     """Before any model runs: each fusion asked for needs both encoders, saved earlier or run before it."""
     for position, model in enumerate(options.model_list):
-        if model not in FUSIONS:
+        if not fusion_parts(model):
             continue
-        for encoder in ENCODERS:
+        for encoder in (name for name in ENCODERS if name in fusion_parts(model)[1]):
             saved = encoder_cache_dir(options, encoder)
             if encoder not in options.model_list[:position] and not (saved / "config.json").is_file():
                 raise SystemExit(missing_encoder_message(saved, encoder))
 
 
-def _fusion_baselines(sessions: list, n_items: int, options: argparse.Namespace) -> list:
+def _fusion_baselines(sessions: list, n_items: int, options: argparse.Namespace) -> dict:
     from jobs.train import baselines
 
     knn = baselines.ItemKNNScorer.fit(sessions, n_items, neighbours=options.knn_neighbours,
                                       regularization=options.knn_regularization,
                                       include_self=options.knn_include_self)
-    return [baselines.PopularityScorer(_counts(sessions, n_items)),
-            baselines.SessionPopularityScorer.fit(sessions, n_items), knn]
+    return {"pop": baselines.PopularityScorer(_counts(sessions, n_items)),
+            "spop": baselines.SessionPopularityScorer.fit(sessions, n_items), "item_knn": knn}
+
+
+def latest(sessions: list, share: float) -> list:
+    """The chronologically last share of the sessions (at least one)."""
+    return sessions[-max(1, int(round(len(sessions) * share))):]
 
 
 def _counts(sessions: list, n_items: int) -> np.ndarray:
@@ -399,15 +439,18 @@ def session_training_examples(sessions: list[np.ndarray], settings: dict, max_le
 
 
 def prefix_examples(sessions: list[np.ndarray], max_len: int) -> Examples:
-    """Every prefix of every session -> its next item (the SR-GNN training examples)."""
-    histories, targets = [], []
-    for session in sessions:
+    """Every prefix of every session -> its next item (the SR-GNN training examples); the
+    examples' user_ids are their sessions' positions, so a session's prefixes stay together
+    wherever examples are split by user."""
+    histories, targets, session_numbers = [], [], []
+    for number, session in enumerate(sessions):
         for end in range(1, len(session)):
             histories.append(session[max(0, end - max_len):end])
             targets.append(session[end])
+            session_numbers.append(number)
     items = left_padded(histories, max_len)
     return Examples(items=items, types=np.where(items != 0, VIEW_TYPE, 0).astype(np.int32),
-                    targets=np.array(targets, dtype=np.int32), user_ids=np.arange(len(targets)))
+                    targets=np.array(targets, dtype=np.int32), user_ids=np.array(session_numbers, dtype=np.int64))
 
 
 def run_model(model: str, folder: Path, options: argparse.Namespace) -> dict:
@@ -449,10 +492,17 @@ def model_settings(model: str, options: argparse.Namespace) -> dict:
     if model in ENCODERS:
         return {**encoder_settings(model, options), "max_len": options.gru_max_len,
                 "valid_share": options.valid_share, "seed": options.seed}
-    if model in FUSIONS:
-        return {"members": {"item_knn": knn, **{name: model_settings(name, options) for name in ENCODERS}},
-                "candidates_per_model": options.fusion_candidates, "rrf_k": options.fusion_rrf_k,
-                "grid_steps": options.fusion_grid_steps, "valid_share": options.valid_share, "seed": options.seed}
+    if fusion_parts(model):
+        fusion, members = fusion_parts(model)
+        own = {"fusion_rrf": {"rrf_k": options.fusion_rrf_k, "grid_steps": options.fusion_grid_steps},
+               "fusion_stacking": {"max_train_examples": default_of("fusion.stacking_max_train_examples")},
+               "fusion_gbm": {"max_train_examples": default_of("fusion.gbm_max_train_examples"),
+                              "stopping_share": default_of("fusion.gbm_stopping_share")}}[fusion]
+        member_settings = {"pop": {}, "spop": {}, "item_knn": knn,
+                           **{name: model_settings(name, options) for name in ENCODERS}}
+        return {"members": {name: member_settings[name] for name in members},
+                "candidates_per_model": options.fusion_candidates, **own, "valid_share": options.valid_share,
+                "seed": options.seed}
     return {}  # pop and spop have none
 
 
@@ -572,7 +622,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=default_data,
                         help=f"folder with {TRAIN_FILE} and {TEST_FILE} (default: {default_data})")
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                        help=f"comma-separated, from {', '.join(MODELS)} (default: %(default)s)")
+                        help=f"comma-separated, from {', '.join(MODELS)}, or a fusion without one of its members "
+                             f"({', '.join(FUSION_MEMBERS)}), e.g. fusion_gbm{ABLATION}gru (default: %(default)s)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where <folder name>.json goes")
     parser.add_argument("--knn-neighbours", type=int, default=100, help="neighbours kept per item")
     parser.add_argument("--knn-regularization", type=float, default=20.0, help="added to the cosine denominator")
@@ -609,11 +660,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR,
                         help="where the encoders are saved for the fusions (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--worker", choices=MODELS, help=argparse.SUPPRESS)  # internal: run one model here
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one model here
     parser.add_argument("--worker-output", type=Path, help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     options.model_list = [name.strip() for name in options.models.split(",") if name.strip()]
-    unknown = [name for name in options.model_list if name not in MODELS]
+    unknown = [name for name in [*options.model_list, options.worker or "pop"] if not known_model(name)]
     if unknown or not options.model_list:
         parser.error(f"--models: unknown or empty {unknown or options.models!r}; choose from {', '.join(MODELS)}")
     if not 0.0 < options.valid_share < 1.0:

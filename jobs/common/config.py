@@ -286,6 +286,10 @@ class FusionConfig(Section):
     feature_fusion_batch_size: int = 256
     feature_fusion_learning_rate: float = 0.01
     stacking_max_train_examples: int = 20000  # ~3M candidate rows at C=50: plenty for a handful of weights
+    # The gradient-boosted fuser (fusion_gbm): prefixes it is fitted on at most, and the share of
+    # their users held out to early-stop its trees.
+    gbm_max_train_examples: int = Field(20000, ge=2)
+    gbm_stopping_share: float = Field(0.2, gt=0.0, lt=1.0)
     holdout_fraction: float = 0.2  # valid-day users held out to choose the served fusion variant
 
 

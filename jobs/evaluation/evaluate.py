@@ -42,7 +42,7 @@ METRICS_JSON = "metrics.json"
 METRICS_MARKDOWN = "metrics.md"
 METRICS_DETAIL_JSON = "metrics_detail.json"
 MODEL_NAMES = ("popularity", "session_popularity", "item_knn", "als", "user_encoder", "item_encoder",
-               "fusion_feature", "fusion_stacking", "fusion_rrf")
+               "fusion_feature", "fusion_stacking", "fusion_gbm", "fusion_rrf")
 # The settings metrics_detail.json records: config["evaluation"]'s keys, then the bootstrap seed.
 SETTING_KEYS = ("ks", "exclude_seen", "long_history_min_events", "bootstrap_resamples", "bootstrap_unit",
                 "confidence", "seed")

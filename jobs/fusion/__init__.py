@@ -1,7 +1,8 @@
 """Fusion of the base models at three levels, plus the candidate sets two of them share.
 
 - feature level (feature_level.FeatureFusion): one model over the encoders' embeddings;
-- model level (model_level.StackingRanker): a meta-ranker over the base models' scores;
+- model level (model_level.StackingRanker, gradient_boosted.GradientBoostedRanker): a
+  meta-ranker over the base models' scores (logistic, or LightGBM's LambdaRank);
 - decision level (decision_level.RankFusion): weighted reciprocal-rank fusion of top lists.
 
 All three are fitted on the VALID day: the base encoders were trained on the train days,
@@ -40,6 +41,7 @@ class Candidates:
     ranks: np.ndarray  # int32 [n, S, M]: 1-based position in model m's top-C, 0 if not listed
     standardized_scores: np.ndarray  # float32 [n, S, M]: model m's score z-scored within the example
     n_items: int  # catalog size: scores have n_items + 1 columns
+    scores: np.ndarray  # float32 [n, S, M]: model m's own score (NaN in empty slots and where it is -inf)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -50,7 +52,7 @@ class Candidates:
 
     @property
     def nbytes(self) -> int:
-        return self.items.nbytes + self.ranks.nbytes + self.standardized_scores.nbytes
+        return self.items.nbytes + self.ranks.nbytes + self.standardized_scores.nbytes + self.scores.nbytes
 
 
 class CandidateMemo:
@@ -69,7 +71,7 @@ class CandidateMemo:
     def get(self, base_scorers: Sequence[Scorer], per_model: int, items, types, gaps, build) -> Candidates:
         def built() -> Candidates:
             candidates = build()
-            for array in (candidates.items, candidates.ranks, candidates.standardized_scores):
+            for array in (candidates.items, candidates.ranks, candidates.standardized_scores, candidates.scores):
                 array.flags.writeable = False
             return candidates
 
@@ -110,7 +112,7 @@ def build_candidates(base_scorers: Sequence[Scorer], items: np.ndarray, types: n
     return Candidates(np.concatenate([batch.items for batch in batches]),
                       np.concatenate([batch.ranks for batch in batches]),
                       np.concatenate([batch.standardized_scores for batch in batches]),
-                      batches[0].n_items)
+                      batches[0].n_items, np.concatenate([batch.scores for batch in batches]))
 
 
 def candidates_from_scores(score_matrices: Sequence[np.ndarray], per_model: int) -> Candidates:
@@ -122,8 +124,11 @@ def candidates_from_scores(score_matrices: Sequence[np.ndarray], per_model: int)
     slot_items = _drop_repeats(np.concatenate(top_lists, axis=1))
     ranks = np.stack([_rank_in(top, slot_items) for top in top_lists], axis=-1)
     standardized = np.stack([_standardized_at(scores, slot_items) for scores in score_matrices], axis=-1)
+    raw = np.stack([np.take_along_axis(np.asarray(scores, dtype=np.float32), slot_items, axis=1)
+                    for scores in score_matrices], axis=-1)
+    raw[~np.isfinite(raw) | (slot_items == 0)[:, :, None]] = np.nan
     n_items = score_matrices[0].shape[1] - 1
-    return Candidates(slot_items, ranks.astype(np.int32), standardized.astype(np.float32), n_items)
+    return Candidates(slot_items, ranks.astype(np.int32), standardized.astype(np.float32), n_items, raw)
 
 
 _PREFIX_ROWS_PER_CHUNK = 4096  # bounds the [rows, slots, prefix length] comparison (~25 MB at 300 x 20)

@@ -1,7 +1,8 @@
 """fuse: fit the three fusion levels on the valid day and save them side by side.
 
 Output: models/fusion/dt=<ds>/
-    fusion_feature/   fusion_stacking/   fusion_rrf/   (each fuser.json [+ arrays.npz])
+    fusion_feature/   fusion_stacking/   fusion_gbm/   fusion_rrf/
+                      (each fuser.json [+ arrays.npz]; fusion_gbm also booster.txt, LightGBM's format)
     valid_metrics.json   {model: {metric: value}} for the base models and the fusers
 
 The valid day's users are split in two (seeded, by user): the fusers are fitted on one
@@ -24,13 +25,19 @@ import numpy as np
 
 from jobs.evaluation.metrics import DEFAULT_KS, PRIMARY_METRIC, evaluate_scorers, mlflow_metric_key, parse_metric
 from jobs.fusion import BASE_MODELS, FEATURE_FUSION_SOURCES, select_scorers
-from jobs.fusion.decision_level import VOTE_NAME, RankFusion, equal_weight_vote
+from jobs.fusion.decision_level import RRF_NAME, VOTE_NAME, RankFusion, equal_weight_vote
 from jobs.fusion.feature_level import FeatureFusion
+from jobs.fusion.gradient_boosted import GradientBoostedRanker
 from jobs.fusion.model_level import StackingRanker
-from jobs.common.schema import MODEL_FUSION, SPLIT_VALID
+from jobs.common.schema import MODEL_FUSION, SPLIT_TRAIN, SPLIT_VALID
 from jobs.common.night import Night
+from jobs.train.baselines import recent_item_counts
 from jobs.serving.night_models import (FUSER_NAMES, SCORING_MEMO_BYTES, VALID_METRICS_FILE, load_base_scorers,
                                        night_model_dirs, share_candidates, with_catalog_mask)
+
+
+# The gradient-boosted fuser's "recent popularity": the items' events on the last training day.
+RECENT_WINDOW_S = 86_400
 
 
 def run(night: Night) -> dict:
@@ -48,10 +55,11 @@ def run(night: Night) -> dict:
         raise ValueError(f"no valid-day examples in features/sequences/dt={ds}: nothing to fit the fusers on")
     base = load_base_scorers(night_model_dirs(config, ds), features.items, features.n_items, SCORING_MEMO_BYTES)
     fit_part, holdout = split_by_user(valid, settings["holdout_fraction"], config["seed"])
+    recent = recent_item_counts(features.sequences, SPLIT_TRAIN, RECENT_WINDOW_S, features.n_items)
 
     fusion_dir = partition_path(config, MODEL_FUSION, ds)
     with stage_run(config, "fuse", ds):
-        fusers, summaries = fit_fusers(base, fit_part, settings, primary, config["seed"])
+        fusers, summaries = fit_fusers(base, fit_part, settings, primary, config["seed"], recent)
         ks = _ks_with_primary(DEFAULT_KS, primary)
         vote = equal_weight_vote(select_scorers(base, BASE_MODELS, VOTE_NAME), settings["candidates_per_model"],
                                  settings["rrf_k"])
@@ -76,22 +84,29 @@ def run(night: Night) -> dict:
 
 
 def fit_fusers(base: dict, examples, settings: dict, metric: str = PRIMARY_METRIC,
-               seed: int = 42) -> tuple[dict, dict]:
-    """Fit feature-, model- and decision-level fusion on examples; returns (fusers, fit summaries)."""
+               seed: int = 42, recent_popularity=None) -> tuple[dict, dict]:
+    """Fit feature-, model- (logistic and gradient-boosted) and decision-level fusion on
+    examples; returns (fusers, fit summaries). recent_popularity: the items' counts on the
+    last training day (None: the training days' popularity)."""
     base_models = select_scorers(base, BASE_MODELS, "fusion")
+    popularity = base["popularity"].popularity
     feature = FeatureFusion(select_scorers(base, FEATURE_FUSION_SOURCES, FeatureFusion.name),
                             dim=settings["feature_fusion_dim"], epochs=settings["feature_fusion_epochs"],
                             batch_size=settings["feature_fusion_batch_size"],
                             learning_rate=settings["feature_fusion_learning_rate"], seed=seed)
     stacking = StackingRanker(base_models, base["popularity"].popularity, settings["candidates_per_model"],
                               max_train_examples=settings["stacking_max_train_examples"], seed=seed)
+    gbm = GradientBoostedRanker(base_models, popularity, popularity if recent_popularity is None else recent_popularity,
+                                settings["candidates_per_model"], max_train_examples=settings["gbm_max_train_examples"],
+                                stopping_share=settings["gbm_stopping_share"], seed=seed)
     rrf = RankFusion(base_models, settings["candidates_per_model"], settings["rrf_k"])
     summaries = {
         feature.name: feature.fit(examples),
         stacking.name: stacking.fit(examples),
+        gbm.name: gbm.fit(examples),
         rrf.name: rrf.fit(examples, metric=metric, grid_steps=settings["rrf_grid_steps"]),
     }
-    return {feature.name: feature, stacking.name: stacking, rrf.name: rrf}, summaries
+    return {feature.name: feature, stacking.name: stacking, gbm.name: gbm, rrf.name: rrf}, summaries
 
 
 def split_by_user(examples, holdout_fraction: float, seed: int):
@@ -136,10 +151,13 @@ def _log_fuse_run(summaries: dict, valid_metrics: dict, vote_metrics: dict, n_fi
     import mlflow
 
     metrics = {"valid.n_fit_examples": n_fit, "valid.n_holdout_examples": n_holdout}
-    feature, stacking, rrf = (summaries[name] for name in FUSER_NAMES)
+    feature, stacking, gbm, rrf = (summaries[name] for name in (FeatureFusion.name, StackingRanker.name,
+                                                                GradientBoostedRanker.name, RRF_NAME))
     metrics.update({f"fusion_feature.weight.{source}": w for source, w in feature["source_weights"].items()})
     metrics.update({f"fusion_rrf.weight.{model}": w for model, w in rrf["weights"].items()})
     metrics.update({f"fusion_stacking.coef.{name}": c for name, c in stacking["coefficients"].items()})
+    metrics.update({"fusion_gbm.trees": gbm["trees"], "fusion_gbm.stopping_ndcg_at_20": gbm["stopping_ndcg@20"],
+                    **{f"fusion_gbm.gain.{name}": share for name, share in gbm["gain_shares"].items()}})
     # Equal-weight voting is logged for comparison only: it is not saved or served.
     for model, values in {**valid_metrics, VOTE_NAME: vote_metrics}.items():
         metrics.update({mlflow_metric_key(f"valid.{model}", metric): value for metric, value in values.items()})

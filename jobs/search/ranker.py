@@ -2,11 +2,10 @@
 
 Fitted on the searches of earlier days (each search one query group, labels its graded
 interactions), early-stopped on a later day's searches by their NDCG@10, so the number of
-trees is chosen on validation data, never on the test night. The remaining settings are
-LightGBM's own defaults and documented advice, not tuned on any data: its default learning
-rate, and a truncation level of k + 3 for NDCG@k (LightGBM's parameter docs), which also
-makes each boosting round cheaper than the default 30 (the pairwise gradients dominate a
-round). bench/README.md ("Search ranker fit time") has the validation figures of the change.
+trees is chosen on validation data, never on the test night. The LightGBM settings are
+jobs/common/lambdarank.py's (shared with the gradient-boosted fusion), not tuned on any
+data. bench/README.md ("Search ranker fit time") has the validation figures of the
+truncation level.
 """
 
 from __future__ import annotations
@@ -15,26 +14,10 @@ import dataclasses
 
 import numpy as np
 
-LEARNING_RATE = 0.1
-MAX_TREES = 500
+from jobs.common.lambdarank import RankingRows, booster_trees, fit_lambdarank, gain_shares, learnable
+
 OPTIMIZED_CUTOFF = 10  # the rankers are early-stopped and reported on NDCG@10
-TRUNCATION_LEVEL = OPTIMIZED_CUTOFF + 3
-EARLY_STOPPING_ROUNDS = 30
-NUM_LEAVES = 31
-MIN_CHILD_SAMPLES = 50
-
-
-@dataclasses.dataclass
-class RankingRows:
-    """Candidates of many searches: features [rows, F], grades [rows], group sizes (one per search, in row order)."""
-    features: np.ndarray
-    grades: np.ndarray
-    groups: np.ndarray
-
-    def __post_init__(self):
-        if len(self.features) != len(self.grades) or int(np.sum(self.groups)) != len(self.grades):
-            raise ValueError(f"rows do not add up: {len(self.features)} feature rows, {len(self.grades)} grades, "
-                             f"groups summing to {int(np.sum(self.groups))}")
+__all__ = ["RankingRows", "learnable", "SearchRanker"]
 
 
 @dataclasses.dataclass
@@ -85,18 +68,6 @@ def candidate_rows(queries, profile_rows, relevances, retrieved, catalog, profil
     return rows, scored
 
 
-def learnable(rows: RankingRows) -> RankingRows:
-    """Only the groups with a relevant candidate: a group of zeros has no pair to learn from."""
-    keep_rows, keep_groups, start = [], [], 0
-    for size in rows.groups:
-        if rows.grades[start:start + size].max() > 0:
-            keep_rows.append(np.arange(start, start + size))
-            keep_groups.append(size)
-        start += size
-    kept = np.concatenate(keep_rows) if keep_rows else np.zeros(0, dtype=np.int64)
-    return RankingRows(rows.features[kept], rows.grades[kept], np.array(keep_groups, dtype=np.int64))
-
-
 def subset(rows: RankingRows, scored: list[ScoredSearch], keep) -> RankingRows:
     """The rows of the searches whose position keep(position) accepts, in order."""
     picked = [search.rows for search in scored if keep(search.position) and search.rows.stop > search.rows.start]
@@ -123,25 +94,19 @@ class SearchRanker:
             seed: int = 0, init_model: "SearchRanker | None" = None) -> "SearchRanker":
         """columns: which feature columns of the rows this ranker uses (feature_names, in order).
         init_model (same features): more trees from its scores on, one model with both's trees."""
-        import lightgbm
-
-        model = lightgbm.LGBMRanker(objective="lambdarank", learning_rate=LEARNING_RATE, n_estimators=MAX_TREES,
-                                    num_leaves=NUM_LEAVES, min_child_samples=MIN_CHILD_SAMPLES, random_state=seed,
-                                    lambdarank_truncation_level=TRUNCATION_LEVEL, n_jobs=2, verbose=-1)
-        model.fit(train.features[:, columns], train.grades, group=train.groups, feature_name=list(feature_names),
-                  eval_X=(valid.features[:, columns],), eval_y=(valid.grades,), eval_group=[valid.groups],
-                  eval_at=[OPTIMIZED_CUTOFF], init_model=None if init_model is None else init_model.booster,
-                  callbacks=[lightgbm.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)])
-        return cls(tuple(feature_names), model.booster_)
+        booster = fit_lambdarank(RankingRows(train.features[:, columns], train.grades, train.groups),
+                                 RankingRows(valid.features[:, columns], valid.grades, valid.groups),
+                                 list(feature_names), OPTIMIZED_CUTOFF, seed,
+                                 None if init_model is None else init_model.booster)
+        return cls(tuple(feature_names), booster)
 
     def score(self, features: np.ndarray) -> np.ndarray:
         return self.booster.predict(features, num_iteration=self.booster.best_iteration or None)
 
     @property
     def trees(self) -> int:
-        return int(self.booster.best_iteration or self.booster.num_trees())
+        return booster_trees(self.booster)
 
     def importances(self) -> dict[str, float]:
         """Each feature's share of the total split gain."""
-        gain = self.booster.feature_importance(importance_type="gain")
-        return {name: round(float(value / max(gain.sum(), 1e-12)), 4) for name, value in zip(self.feature_names, gain)}
+        return gain_shares(self.booster, self.feature_names)

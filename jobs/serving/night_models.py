@@ -21,6 +21,7 @@ from jobs.evaluation.metrics import CatalogMaskedScorer, MemoizedScorer
 from jobs.fusion import CandidateMemo
 from jobs.fusion.decision_level import RRF_NAME, RankFusion
 from jobs.fusion.feature_level import FeatureFusion
+from jobs.fusion.gradient_boosted import GradientBoostedRanker
 from jobs.fusion.model_level import StackingRanker
 from jobs.train.baselines import PopularityScorer, load_baselines
 from jobs.train.encoder_scorers import load_item_encoder_scorer, load_user_encoder_scorer
@@ -31,7 +32,7 @@ MODEL_DATASETS = {"user_encoder": MODEL_USER_ENCODER, "item_encoder": MODEL_ITEM
 MODEL_PARTS = tuple(MODEL_DATASETS)
 # Inside the fusion part: one directory per fuser, and the out-of-sample validation metrics
 # {model: {metric: value}} of every base model and fuser, from which the served variant is picked.
-FUSER_NAMES = (FeatureFusion.name, StackingRanker.name, RRF_NAME)
+FUSER_NAMES = (FeatureFusion.name, StackingRanker.name, GradientBoostedRanker.name, RRF_NAME)
 VALID_METRICS_FILE = "valid_metrics.json"
 # The largest answer a member (and the fusers' shared candidate set) remembers in a stage
 # that scores every model on the same examples (fuse, evaluate): one batch of
@@ -73,6 +74,8 @@ def load_all_scorers(model_dirs: dict, items_df, n_items: int, memo_bytes: int =
     fusion_dir = model_dirs["fusion"]
     fusers = {FeatureFusion.name: FeatureFusion.load(os.path.join(fusion_dir, FeatureFusion.name), base),
               StackingRanker.name: StackingRanker.load(os.path.join(fusion_dir, StackingRanker.name), base),
+              GradientBoostedRanker.name: GradientBoostedRanker.load(
+                  os.path.join(fusion_dir, GradientBoostedRanker.name), base),
               RRF_NAME: RankFusion.load(os.path.join(fusion_dir, RRF_NAME), base)}
     share_candidates(fusers.values(), memo_bytes)
     return {**base, **with_catalog_mask(fusers, items_df, n_items)}

@@ -123,6 +123,28 @@ def item_counts(sequences: Iterable[np.ndarray], n_items: int) -> np.ndarray:
     return np.bincount(events, minlength=n_items + 1).astype(np.float64)
 
 
+def recent_item_counts(sequences_df, split: int, window_s: int, n_items: int) -> np.ndarray:
+    """float64 [n_items + 1]: item_counts of the `split` events in the last window_s seconds of that split.
+
+    The window ends at the split's latest event over all users (for the train split: the end
+    of the last training day), so "recent" means the same hours for everyone.
+    """
+    missing = [column for column in (ITEM_IDX, SPLIT, TIMESTAMPS) if column not in sequences_df.columns]
+    if missing:
+        raise ValueError(f"sequences table lacks column(s) {missing} needed to count recent events")
+    chosen_items, chosen_times = [], []
+    for items, splits, times in zip(sequences_df[ITEM_IDX].to_numpy(), sequences_df[SPLIT].to_numpy(),
+                                    sequences_df[TIMESTAMPS].to_numpy()):
+        chosen = np.asarray(splits) == split
+        chosen_items.append(np.asarray(items, dtype=np.int64)[chosen])
+        chosen_times.append(np.asarray(times, dtype=np.int64)[chosen])
+    times = np.concatenate(chosen_times) if chosen_times else np.zeros(0, dtype=np.int64)
+    if not len(times):
+        return np.zeros(n_items + 1)
+    items = np.concatenate(chosen_items)
+    return item_counts([items[times > times.max() - window_s]], n_items)
+
+
 def _checked_sequences(sequences: Iterable[np.ndarray], n_items: int) -> Iterable[np.ndarray]:
     """Each sequence as int64 without padding 0; a clear error for ids outside 0..n_items."""
     for position, sequence in enumerate(sequences):

@@ -147,7 +147,7 @@ def test_metrics_report_covers_every_model_and_fusion_level(pipeline):
     config = pipeline["config"]
     metrics = json.loads(Path(partition_path(config, schema.REPORTS, DS), "metrics.json").read_text())
     assert {"popularity", "user_encoder", "item_encoder"} <= set(metrics)
-    assert {"fusion_feature", "fusion_stacking", "fusion_rrf"} <= set(metrics)
+    assert {"fusion_feature", "fusion_stacking", "fusion_gbm", "fusion_rrf"} <= set(metrics)
     for name, values in metrics.items():
         assert {"recall@20", "mrr@20", "ndcg@20"} <= set(values), name
         assert all(0.0 <= values[m] <= 1.0 for m in ("recall@20", "mrr@20", "ndcg@20")), name

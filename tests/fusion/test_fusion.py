@@ -526,7 +526,9 @@ def test_fuse_then_evaluate_jobs_write_models_reports_and_mlflow_runs(tmp_config
     write_tiny_night(config)
 
     fusion_dir = fuse.run(Night.plan(config, DS))['path']
-    assert sorted(os.listdir(fusion_dir)) == ["fusion_feature", "fusion_rrf", "fusion_stacking", "valid_metrics.json"]
+    assert sorted(os.listdir(fusion_dir)) == ["fusion_feature", "fusion_gbm", "fusion_rrf", "fusion_stacking",
+                                              "valid_metrics.json"]
+    assert os.path.isfile(os.path.join(fusion_dir, "fusion_gbm", "booster.txt"))
     valid_metrics = json.loads(open(os.path.join(fusion_dir, "valid_metrics.json")).read())
     assert sorted(valid_metrics) == sorted(evaluate.MODEL_NAMES)
     assert all(0.0 <= values["ndcg@20"] <= 1.0 for values in valid_metrics.values())
@@ -543,7 +545,7 @@ def test_fuse_then_evaluate_jobs_write_models_reports_and_mlflow_runs(tmp_config
     table = open(os.path.join(report_dir, "metrics.md")).read()
     assert "60 examples" in table  # 30 users x 2 test events
     rows = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ") and "model" not in line]
-    assert rows == evaluate.ranked_models(metrics, "ndcg@20") and len(rows) == 9
+    assert rows == evaluate.ranked_models(metrics, "ndcg@20") and len(rows) == 10
 
     runs = MlflowClient().search_runs([configure_mlflow(config)], filter_string=f"tags.ds = '{DS}'")
     by_stage = {run.data.tags["stage"]: run for run in runs}
@@ -552,6 +554,7 @@ def test_fuse_then_evaluate_jobs_write_models_reports_and_mlflow_runs(tmp_config
     assert fuse_metrics["fusion_feature.weight.user_encoder"] + fuse_metrics["fusion_feature.weight.item_encoder"] \
         == pytest.approx(1.0)
     assert "valid.fusion_vote.ndcg_at_20" in fuse_metrics
+    assert fuse_metrics["fusion_gbm.trees"] >= 1 and "fusion_gbm.gain.prefix_length" in fuse_metrics
     # 20% of the 30 valid-day users (6 users x 2 events) are held out of fitting.
     assert (fuse_metrics["valid.n_fit_examples"], fuse_metrics["valid.n_holdout_examples"]) == (48, 12)
 

@@ -32,6 +32,19 @@ def test_item_counts_count_every_event_and_skip_padding():
     np.testing.assert_array_equal(counts, [0, 1, 2, 1])
 
 
+def test_recent_item_counts_count_the_last_window_of_the_split_over_all_users():
+    from jobs.train.baselines import recent_item_counts
+
+    # The train split ends at t=1000 (user b's item 3). A window of 100 s keeps the train
+    # events after t=900: a's item 2 (t=950) and b's item 3; not a's 1 (t=100), nor the
+    # valid-split item 4 at t=2000, which would move the window if it counted.
+    sequences = pd.DataFrame({USER_ID: ["a", "b"], ITEM_IDX: [[1, 2, 4], [3]],
+                              TIMESTAMPS: [[100, 950, 2000], [1000]],
+                              SPLIT: [[SPLIT_TRAIN, SPLIT_TRAIN, SPLIT_VALID], [SPLIT_TRAIN]]})
+    np.testing.assert_array_equal(recent_item_counts(sequences, SPLIT_TRAIN, 100, n_items=4), [0, 0, 1, 1, 0])
+    assert recent_item_counts(sequences.iloc[:0], SPLIT_TRAIN, 100, n_items=4).tolist() == [0] * 5
+
+
 def test_item_counts_name_the_bad_sequence():
     with pytest.raises(ValueError, match=r"training sequence 1 has item indices 1\.\.7.*n_items=3"):
         item_counts([np.array([1]), np.array([1, 7])], n_items=3)
@@ -357,9 +370,23 @@ def test_bench_fusions_reuse_the_saved_encoders_and_fit_on_the_valid_sessions(tm
     with pytest.raises(SystemExit):
         bench.parse_args([*arguments, "--valid-share", "1"])
     results = {model: bench.run_model(model, folder, options)
-               for model in ("gru", "sasrec", "fusion_rrf", "fusion_stacking")}
+               for model in ("gru", "sasrec", "fusion_rrf", "fusion_stacking", "fusion_gbm", "fusion_rrf_without_sasrec")}
     assert (tmp_path / "cache" / "walks" / "sasrec" / "model.keras").is_file()
     # Item-KNN alone ranks both successors first (an item's neighbours are its predecessor
     # and its successor, and the successor follows it in more sessions); each fusion keeps
     # them within its top 20, with weights learned from the valid sessions' prefixes.
-    assert results["fusion_rrf"]["P@20"] == 100.0 and results["fusion_stacking"]["P@20"] == 100.0
+    for fusion in ("fusion_rrf", "fusion_stacking", "fusion_gbm", "fusion_rrf_without_sasrec"):
+        assert results[fusion]["P@20"] == 100.0, fusion
+    assert list(results["fusion_rrf_without_sasrec"]["settings"]["members"]) == ["pop", "spop", "item_knn", "gru"]
+    assert (tmp_path / "cache" / "walks" / "ranks" / "fusion_gbm.npy").is_file()
+
+
+def test_bench_names_fusion_ablations_by_the_member_they_drop():
+    bench = load_bench()
+    assert bench.fusion_parts("fusion_gbm_without_gru") == ("fusion_gbm", ("pop", "spop", "item_knn", "sasrec"))
+    assert bench.fusion_parts("fusion_rrf") == ("fusion_rrf", bench.FUSION_MEMBERS)
+    assert bench.fusion_parts("fusion_gbm_without_als") is None  # ALS is no fusion member
+    assert bench.fusion_parts("gru") is None and bench.fusion_parts("fusion_vote") is None
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--models", "pop,fusion_gbm_without_als"])
+    assert bench.parse_args(["--models", "fusion_stacking_without_spop"]).model_list == ["fusion_stacking_without_spop"]
