@@ -63,14 +63,17 @@ TRAIN_FILE = "train_sessions.txt"
 TEST_FILE = "test_examples.tsv"
 TEST_HEADER = ["prefix", "label"]
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
-ENCODERS = ("gru", "sasrec")
+ENCODERS = ("gru", "sasrec", "narm")
 FUSIONS = ("fusion_rrf", "fusion_stacking", "fusion_gbm")
 MODELS = ("pop", "spop", "item_knn", "als", *ENCODERS, *FUSIONS)
 # A fusion without one of its members, e.g. fusion_gbm_without_gru: what that member adds.
 ABLATION = "_without_"
+ADDITION = "_with_"
 # The fusions' members: the quick baselines and the two encoders (ALS, a Spark job, adds
 # minutes and the weakest scores).
-FUSION_MEMBERS = ("pop", "spop", "item_knn", *ENCODERS)
+FUSION_MEMBERS = ("pop", "spop", "item_knn", "gru", "sasrec")
+# Members a fusion takes only when asked, e.g. fusion_gbm_with_narm: what that member adds.
+OPTIONAL_MEMBERS = ("narm",)
 CACHE_DIR = REPO_ROOT / ".fusionrec" / "bench-models"  # the encoders' saved models, read by the fusions
 DEFAULT_MODELS = ("pop", "spop", "item_knn")
 # The encoders' width and logit scale on this benchmark (the nightly defaults suit the small demo catalog).
@@ -220,11 +223,16 @@ def fit_model(model: str, data: SessionData, options: argparse.Namespace):
 
 
 def fusion_parts(model: str) -> tuple[str, tuple[str, ...]] | None:
-    """(fusion, its members) of a fusion or of an ablation like fusion_gbm_without_gru; None otherwise."""
+    """(fusion, its members) of a fusion, of an ablation like fusion_gbm_without_gru or of an
+    addition like fusion_gbm_with_narm; None otherwise."""
     fusion, _, dropped = model.partition(ABLATION)
-    if fusion not in FUSIONS or (dropped and dropped not in FUSION_MEMBERS):
+    if dropped:
+        return (fusion, tuple(member for member in FUSION_MEMBERS if member != dropped)) \
+            if fusion in FUSIONS and dropped in FUSION_MEMBERS else None
+    fusion, _, added = model.partition(ADDITION)
+    if fusion not in FUSIONS or (added and added not in OPTIONAL_MEMBERS):
         return None
-    return fusion, tuple(member for member in FUSION_MEMBERS if member != dropped)
+    return fusion, FUSION_MEMBERS + ((added,) if added else ())
 
 
 def known_model(model: str) -> bool:
@@ -245,7 +253,7 @@ def _fit_als(data: SessionData, options: argparse.Namespace):
 
 
 def encoder_settings(model: str, options: argparse.Namespace) -> dict:
-    """The configured user_encoder section with this benchmark's choices for `model` (gru or sasrec)."""
+    """The configured user_encoder section with this benchmark's choices for `model` (gru, sasrec or narm)."""
     from jobs.common.config import resolve_config
 
     common = {"architecture": model, "embedding_dim": options.encoder_dim, "hidden_dim": options.encoder_dim,
@@ -254,7 +262,7 @@ def encoder_settings(model: str, options: argparse.Namespace) -> dict:
               **({} if options.encoder_repeat_head is None else {"repeat_head": options.encoder_repeat_head}),
               # The sessions files carry no timestamps: every gap would be "unknown".
               "time_gaps": False}
-    if model == "gru":
+    if model in ("gru", "narm"):  # NARM is a GRU with an attention over its states: the GRU's epochs
         choices = {**common, "epochs": options.gru_epochs}
     else:
         choices = {**common, "epochs": options.sasrec_epochs, "num_blocks": options.sasrec_blocks,
@@ -371,13 +379,13 @@ def _fit_fusion(model: str, data: SessionData, options: argparse.Namespace):
 
 
 def fusion_members(members: tuple[str, ...], baselines: dict, encoders: dict) -> list:
-    """The scorers of `members` (FUSION_MEMBERS names), in FUSION_MEMBERS order."""
+    """The scorers of `members` (bench model names), in their order."""
     return [{**baselines, **encoders}[name] for name in members]
 
 
 def missing_encoder_message(saved: Path, model: str) -> str:
     return (f"{saved} holds no saved {model}: the fusions reuse the encoders, so run "
-            f"--models {','.join(ENCODERS)} on this --data first")
+            f"--models {model} on this --data first")
 
 
 def check_fusion_inputs(options: argparse.Namespace) -> None:

@@ -187,7 +187,9 @@ class ItemStatsConfig(Section):
 
 
 class UserEncoderConfig(Section):
-    architecture: Literal["gru", "sasrec"] = "gru"  # or "sasrec" (self-attention); the next three are sasrec's
+    # "gru", "sasrec" (self-attention) or "narm" (a GRU with NARM's attention over its states);
+    # the next three are sasrec's.
+    architecture: Literal["gru", "sasrec", "narm"] = "gru"
     num_blocks: int = 2
     num_heads: int = 1
     dropout: float = 0.2

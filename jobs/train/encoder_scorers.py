@@ -117,7 +117,7 @@ def recall_at_k(scorer: EmbeddingScorer, items: np.ndarray, types: np.ndarray, t
     return float(np.mean(scorer_ranks(scorer, examples, batch_size=scorer.batch_size) <= k))
 
 
-# --- The user encoder (GRU or SASRec) ---------------------------------------------------
+# --- The user encoder (GRU, SASRec or NARM) ---------------------------------------------------
 
 def load_user_encoder_scorer(model_dir: str) -> EmbeddingScorer:
     """Scorer of models/user_encoder/dt=<ds>: the encoder's user vector against the tied item table."""
@@ -125,6 +125,7 @@ def load_user_encoder_scorer(model_dir: str) -> EmbeddingScorer:
 
     import jobs.train.models.repeat_head  # noqa: F401  registers the repeat head's layers, likewise
     import jobs.train.models.sasrec  # noqa: F401  registers the SASRec layers, so its saved models can be loaded
+    import jobs.train.models.narm  # noqa: F401  registers NARM's attention, likewise
 
     encoder = keras.saving.load_model(_model_file(model_dir, MODEL_FILE), compile=False)
     return user_encoder_scorer(encoder, np.load(_model_file(model_dir, ITEM_EMBEDDINGS_FILE)))

@@ -28,7 +28,8 @@ STAGE = "train_user_encoder"
 SECTION = "user_encoder"
 ARCHITECTURE_GRU = "gru"
 ARCHITECTURE_SASREC = "sasrec"
-ARCHITECTURES = (ARCHITECTURE_GRU, ARCHITECTURE_SASREC)
+ARCHITECTURE_NARM = "narm"
+ARCHITECTURES = (ARCHITECTURE_GRU, ARCHITECTURE_SASREC, ARCHITECTURE_NARM)
 LOSS_FULL_SOFTMAX = "full_softmax"
 LOSS_SAMPLED_SOFTMAX = "sampled_softmax"
 LOSSES = (LOSS_FULL_SOFTMAX, LOSS_SAMPLED_SOFTMAX)
@@ -101,7 +102,16 @@ def training_examples(sequences, settings: dict, max_len: int) -> Examples | Win
         raise ValueError(f"user_encoder.training_examples must be one of {', '.join(EXAMPLE_KINDS)}, got {kind!r}")
     from jobs.train.models.window_training import window_context
 
-    recurrent = settings["architecture"] == ARCHITECTURE_GRU
+    architecture = settings["architecture"]
+    recurrent = architecture == ARCHITECTURE_GRU
+    if architecture == ARCHITECTURE_NARM:
+        # Its local attention reads every earlier state of the served history; a window would
+        # need it per position, as the repeat head has (window_training.WindowRepeatWeights).
+        if kind == EXAMPLES_WINDOWS:
+            raise ValueError("user_encoder.training_examples: windows train gru and sasrec, not narm; "
+                             "use prefixes or auto")
+        print("training_examples auto: prefixes for narm", flush=True)
+        return make_examples(sequences, SPLIT_TRAIN, max_len)
     if kind == EXAMPLES_AUTO and not recurrent:
         print("training_examples auto: prefixes for sasrec", flush=True)
         return make_examples(sequences, SPLIT_TRAIN, max_len)
@@ -235,6 +245,7 @@ def build_encoder_from_settings(settings: dict, n_items: int, n_event_types: int
 
 def _build_architecture(settings: dict, n_items: int, n_event_types: int, max_len: int):
     from jobs.train.models import sasrec
+    from jobs.train.models.narm import build_narm_encoder
     from jobs.train.models.user_encoder import build_user_encoder
 
     architecture = settings["architecture"]
@@ -248,4 +259,7 @@ def _build_architecture(settings: dict, n_items: int, n_event_types: int, max_le
             n_items, n_event_types, max_len, embedding_dim, hidden_dim,
             num_blocks=settings["num_blocks"], num_heads=settings["num_heads"], dropout=settings["dropout"],
             time_gaps=time_gaps, repeat_head=repeat_head)
+    if architecture == ARCHITECTURE_NARM:
+        return build_narm_encoder(n_items, n_event_types, max_len, embedding_dim, hidden_dim, time_gaps=time_gaps,
+                                  repeat_head=repeat_head)
     raise ValueError(f"user_encoder.architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}")

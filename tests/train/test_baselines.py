@@ -359,7 +359,7 @@ def test_bench_fusions_reuse_the_saved_encoders_and_fit_on_the_valid_sessions(tm
                  "--encoder-dim", "8", "--fusion-candidates", "5", "--valid-share", "0.2"]
     bench = load_bench()
     with pytest.raises(SystemExit, match="holds no saved gru: the fusions reuse the encoders, so run --models "
-                                         "gru,sasrec on this --data first"):
+                                         "gru on this --data first"):
         bench.main([*arguments, "--models", "fusion_rrf"])
 
     # In this process, not one per model as main() does: four TensorFlow start-ups cost minutes.
@@ -370,14 +370,18 @@ def test_bench_fusions_reuse_the_saved_encoders_and_fit_on_the_valid_sessions(tm
     with pytest.raises(SystemExit):
         bench.parse_args([*arguments, "--valid-share", "1"])
     results = {model: bench.run_model(model, folder, options)
-               for model in ("gru", "sasrec", "fusion_rrf", "fusion_stacking", "fusion_gbm", "fusion_rrf_without_sasrec")}
+               for model in ("gru", "sasrec", "narm", "fusion_rrf", "fusion_stacking", "fusion_gbm",
+                             "fusion_rrf_without_sasrec", "fusion_stacking_with_narm")}
     assert (tmp_path / "cache" / "walks" / "sasrec" / "model.keras").is_file()
     # Item-KNN alone ranks both successors first (an item's neighbours are its predecessor
     # and its successor, and the successor follows it in more sessions); each fusion keeps
     # them within its top 20, with weights learned from the valid sessions' prefixes.
-    for fusion in ("fusion_rrf", "fusion_stacking", "fusion_gbm", "fusion_rrf_without_sasrec"):
+    for fusion in ("fusion_rrf", "fusion_stacking", "fusion_gbm", "fusion_rrf_without_sasrec",
+                   "fusion_stacking_with_narm"):
         assert results[fusion]["P@20"] == 100.0, fusion
     assert list(results["fusion_rrf_without_sasrec"]["settings"]["members"]) == ["pop", "spop", "item_knn", "gru"]
+    assert list(results["fusion_stacking_with_narm"]["settings"]["members"])[-1] == "narm"
+    assert results["narm"]["settings"]["architecture"] == "narm"
     assert (tmp_path / "cache" / "walks" / "ranks" / "fusion_gbm.npy").is_file()
 
 
@@ -390,3 +394,5 @@ def test_bench_names_fusion_ablations_by_the_member_they_drop():
     with pytest.raises(SystemExit):
         bench.parse_args(["--models", "pop,fusion_gbm_without_als"])
     assert bench.parse_args(["--models", "fusion_stacking_without_spop"]).model_list == ["fusion_stacking_without_spop"]
+    assert bench.fusion_parts("fusion_gbm_with_narm") == ("fusion_gbm", (*bench.FUSION_MEMBERS, "narm"))
+    assert bench.fusion_parts("fusion_gbm_with_gru") is None  # already a member

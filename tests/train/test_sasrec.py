@@ -90,7 +90,7 @@ def test_saved_sasrec_reloads_and_scores_identically(tmp_path):
 
 
 def test_unknown_architecture_and_bad_heads_are_named():
-    with pytest.raises(ValueError, match="architecture must be one of gru, sasrec, got 'transformer'"):
+    with pytest.raises(ValueError, match="architecture must be one of gru, sasrec, narm, got 'transformer'"):
         build_encoder_from_settings({**SASREC_SETTINGS, "architecture": "transformer"}, 5, N_EVENT_TYPES, 4)
     with pytest.raises(ValueError, match=r"embedding_dim \(16\) must be divisible by num_heads \(3\)"):
         build_encoder_from_settings({**SASREC_SETTINGS, "num_heads": 3}, 5, N_EVENT_TYPES, 4)

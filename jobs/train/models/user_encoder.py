@@ -68,6 +68,20 @@ def build_user_encoder(n_items: int, n_event_types: int, max_len: int, embedding
     repeat_head: a second output, the repeat weights [n, max_len] read from the GRU's
     state at every position (jobs/train/models/repeat_head.py).
     """
+    inputs, items, events = event_inputs(n_items, n_event_types, embedding_dim, time_gaps)
+    # Every position's state: the repeat head attends over them, and window training reads a
+    # user vector at each. The last one is `state`.
+    states, state = layers.GRU(hidden_dim, return_sequences=True, return_state=True, name=GRU_LAYER)(events)
+    # Projects the GRU state into the item space so hidden_dim may differ from embedding_dim.
+    user_vector = layers.Dense(embedding_dim, name=USER_VECTOR_LAYER, dtype="float32")(state)
+    if repeat_head:
+        return with_repeat_outputs(inputs, items, states, user_vector)
+    return keras.Model(inputs, user_vector, name="user_encoder")
+
+
+def event_inputs(n_items: int, n_event_types: int, embedding_dim: int, time_gaps: bool):
+    """(inputs, items input, event vectors [n, L, embedding_dim]): each event's item + type
+    (+ time gap) embedding, masked on padding, as the recurrent encoders read them."""
     # Length None: serving reads max_len columns, window training (window_training.py) longer rows.
     items = keras.Input(shape=(None,), dtype="int32", name="items")
     types = keras.Input(shape=(None,), dtype="int32", name="types")
@@ -88,14 +102,7 @@ def build_user_encoder(n_items: int, n_event_types: int, max_len: int, embedding
         gap_embedding = layers.Embedding(N_GAP_BUCKETS, embedding_dim, mask_zero=True, name=GAP_EMBEDDING_LAYER)
         event_parts.append(gap_embedding(gaps))
     events = layers.Add(name="event_vectors")(event_parts)
-    # Every position's state: the repeat head attends over them, and window training reads a
-    # user vector at each. The last one is `state`.
-    states, state = layers.GRU(hidden_dim, return_sequences=True, return_state=True, name=GRU_LAYER)(events)
-    # Projects the GRU state into the item space so hidden_dim may differ from embedding_dim.
-    user_vector = layers.Dense(embedding_dim, name=USER_VECTOR_LAYER, dtype="float32")(state)
-    if repeat_head:
-        return with_repeat_outputs(inputs, items, states, user_vector)
-    return keras.Model(inputs, user_vector, name="user_encoder")
+    return inputs, items, events
 
 
 def unit_rows(vectors):
