@@ -115,6 +115,32 @@ def build_candidates(base_scorers: Sequence[Scorer], items: np.ndarray, types: n
                       batches[0].n_items, np.concatenate([batch.scores for batch in batches]))
 
 
+def training_rows(n_examples: int, max_examples: int, seed: int, fuser: str) -> np.ndarray:
+    """All example indices, or a seeded random subset of max_examples of them, in order.
+
+    Fusers with the same max_examples and seed pick the same rows, so one candidate set
+    (training_candidates) can fit them all.
+    """
+    if n_examples == 0:
+        raise ValueError(f"{fuser} cannot be fitted on zero examples")
+    if n_examples <= max_examples:
+        return np.arange(n_examples)
+    return np.sort(np.random.default_rng(seed).choice(n_examples, max_examples, replace=False))
+
+
+def training_candidates(base_scorers: Sequence[Scorer], examples, rows: np.ndarray, per_model: int,
+                        batch_size: int = SCORING_BATCH, given: Candidates | None = None) -> Candidates:
+    """The candidates of examples[rows]: `given` when a caller built them already (checked to
+    cover the same rows), else built here."""
+    if given is not None:
+        if len(given) != len(rows):
+            raise ValueError(f"the candidates given cover {len(given)} examples, the fit uses {len(rows)}")
+        return given
+    gaps = getattr(examples, "gaps", None)
+    return build_candidates(base_scorers, examples.items[rows], examples.types[rows], per_model, batch_size,
+                            None if gaps is None else gaps[rows])
+
+
 def candidates_from_scores(score_matrices: Sequence[np.ndarray], per_model: int) -> Candidates:
     """Candidate slots, per-model list positions and z-scores from M score matrices."""
     widths = {scores.shape for scores in score_matrices}

@@ -24,7 +24,7 @@ import os
 import numpy as np
 
 from jobs.evaluation.metrics import DEFAULT_KS, PRIMARY_METRIC, evaluate_scorers, mlflow_metric_key, parse_metric
-from jobs.fusion import BASE_MODELS, FEATURE_FUSION_SOURCES, select_scorers
+from jobs.fusion import BASE_MODELS, FEATURE_FUSION_SOURCES, select_scorers, training_candidates, training_rows
 from jobs.fusion.decision_level import RRF_NAME, VOTE_NAME, RankFusion, equal_weight_vote
 from jobs.fusion.feature_level import FeatureFusion
 from jobs.fusion.gradient_boosted import GradientBoostedRanker
@@ -100,10 +100,16 @@ def fit_fusers(base: dict, examples, settings: dict, metric: str = PRIMARY_METRI
                                 settings["candidates_per_model"], max_train_examples=settings["gbm_max_train_examples"],
                                 stopping_share=settings["gbm_stopping_share"], seed=seed)
     rrf = RankFusion(base_models, settings["candidates_per_model"], settings["rrf_k"])
+    # Both model-level fusers re-rank the same members' candidates; when they pick the same
+    # training rows (same cap, same seed) the members score them once for both.
+    shared = None
+    if stacking.max_train_examples == gbm.max_train_examples:
+        rows = training_rows(len(examples.targets), gbm.max_train_examples, seed, "fusion")
+        shared = training_candidates(base_models, examples, rows, settings["candidates_per_model"])
     summaries = {
         feature.name: feature.fit(examples),
-        stacking.name: stacking.fit(examples),
-        gbm.name: gbm.fit(examples),
+        stacking.name: stacking.fit(examples, candidates=shared),
+        gbm.name: gbm.fit(examples, candidates=shared),
         rrf.name: rrf.fit(examples, metric=metric, grid_steps=settings["rrf_grid_steps"]),
     }
     return {feature.name: feature, stacking.name: stacking, gbm.name: gbm, rrf.name: rrf}, summaries

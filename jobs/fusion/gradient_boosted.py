@@ -31,8 +31,8 @@ import numpy as np
 from jobs.common.config import default_of
 from jobs.common.lambdarank import RankingRows, booster_trees, fit_lambdarank, gain_shares, learnable
 from jobs.evaluation.metrics import Scorer
-from jobs.fusion import Candidates, build_candidates, prefix_signals, read_fuser, scatter_to_catalog, select_scorers, \
-    write_fuser
+from jobs.fusion import (Candidates, build_candidates, prefix_signals, read_fuser, scatter_to_catalog,
+                         select_scorers, training_candidates, training_rows, write_fuser)
 
 BOOSTER_FILE = "booster.txt"
 CUTOFF = 20  # the fusers are judged by recall@20 and MRR@20: early stopping on NDCG@20
@@ -91,12 +91,14 @@ class GradientBoostedRanker:
                            np.log1p(self.recent_popularity)[candidates.items]], axis=-1)
         return np.concatenate([per_member.reshape(n, slots, 3 * members), shared], axis=2).astype(np.float32)
 
-    def fit(self, examples, batch_size: int = 512) -> dict:
-        """Fit on examples (prefixes no member trained on); returns the trees, rows and gain shares."""
-        rows = _training_rows(len(examples.targets), self.max_train_examples, self.seed)
-        gaps = getattr(examples, "gaps", None)
-        candidates = build_candidates(self.base_scorers, examples.items[rows], examples.types[rows],
-                                      self.candidates_per_model, batch_size, None if gaps is None else gaps[rows])
+    def fit(self, examples, batch_size: int = 512, candidates: Candidates | None = None) -> dict:
+        """Fit on examples (prefixes no member trained on); returns the trees, rows and gain shares.
+
+        candidates: the members' candidates for the training rows (training_rows with this
+        fuser's max_train_examples and seed), if the caller built them for other fusers too."""
+        rows = training_rows(len(examples.targets), self.max_train_examples, self.seed, self.name)
+        candidates = training_candidates(self.base_scorers, examples, rows, self.candidates_per_model, batch_size,
+                                         candidates)
         features = self.candidate_features(candidates, examples.items[rows])
         labels = (candidates.items == examples.targets[rows][:, None]) & candidates.filled
         users = getattr(examples, "user_ids", None)  # None: every prefix its own shopper
@@ -160,15 +162,6 @@ def _counts(values, name: str) -> np.ndarray:
     if values.ndim != 1 or (values < 0).any():
         raise ValueError(f"fusion_gbm {name} must be a vector [n_items + 1] of non-negative counts")
     return values
-
-
-def _training_rows(n_examples: int, max_examples: int, seed: int) -> np.ndarray:
-    """All example indices, or a seeded random subset of max_examples of them, in order."""
-    if n_examples == 0:
-        raise ValueError("fusion_gbm cannot be fitted on zero examples")
-    if n_examples <= max_examples:
-        return np.arange(n_examples)
-    return np.sort(np.random.default_rng(seed).choice(n_examples, max_examples, replace=False))
 
 
 def _stopping_examples(groups: np.ndarray, share: float, seed: int) -> np.ndarray:

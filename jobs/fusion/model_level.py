@@ -20,7 +20,7 @@ import numpy as np
 from jobs.evaluation.metrics import Scorer
 from jobs.common.config import default_of
 from jobs.fusion import (Candidates, build_candidates, prefix_signals, read_fuser, scatter_to_catalog,
-                         select_scorers, write_fuser)
+                         select_scorers, training_candidates, training_rows, write_fuser)
 
 DEFAULT_MAX_TRAIN_EXAMPLES = default_of("fusion.stacking_max_train_examples")
 PREFIX_FEATURES = ("prefix_count", "prefix_recency")
@@ -64,15 +64,17 @@ class StackingRanker:
     def coefficient_by_feature(self) -> dict[str, float]:
         return dict(zip(self.feature_names, self.coefficients.tolist()))
 
-    def fit(self, examples, batch_size: int = 512) -> dict:
-        """Fit the meta-ranker on examples (the valid day); returns its coefficients and row counts."""
+    def fit(self, examples, batch_size: int = 512, candidates: Candidates | None = None) -> dict:
+        """Fit the meta-ranker on examples (the valid day); returns its coefficients and row counts.
+
+        candidates: the members' candidates for the training rows (training_rows with this
+        fuser's max_train_examples and seed), if the caller built them for other fusers too."""
         from sklearn.linear_model import LogisticRegression
         from sklearn.preprocessing import StandardScaler
 
-        rows = self._training_rows(len(examples.targets))
-        gaps = getattr(examples, "gaps", None)
-        candidates = build_candidates(self.base_scorers, examples.items[rows], examples.types[rows],
-                                      self.candidates_per_model, batch_size, None if gaps is None else gaps[rows])
+        rows = training_rows(len(examples.targets), self.max_train_examples, self.seed, self.name)
+        candidates = training_candidates(self.base_scorers, examples, rows, self.candidates_per_model, batch_size,
+                                         candidates)
         features, labels = self._labelled_rows(candidates, examples.items[rows], examples.targets[rows])
         # Standardise so the L2 penalty treats features alike, then fold the scaling into
         # the weights: the saved model is one linear function of the raw features.
@@ -126,15 +128,6 @@ class StackingRanker:
         return cls(scorers, arrays["popularity"], description["candidates_per_model"],
                    description["coefficients"], description["intercept"],
                    prefix_features=bool(description.get("prefix_features", False)))
-
-    def _training_rows(self, n_examples: int) -> np.ndarray:
-        """All example indices, or a seeded random subset of max_train_examples of them."""
-        if n_examples == 0:
-            raise ValueError("fusion_stacking cannot be fitted on zero examples")
-        if n_examples <= self.max_train_examples:
-            return np.arange(n_examples)
-        rng = np.random.default_rng(self.seed)
-        return np.sort(rng.choice(n_examples, self.max_train_examples, replace=False))
 
     def _labelled_rows(self, candidates: Candidates, prefixes: np.ndarray,
                        targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,8 @@ import pytest
 
 from jobs.common.night import Night
 from jobs.evaluation.metrics import evaluate_scorer, target_ranks
-from jobs.fusion import build_candidates, candidate_target_ranks, candidates_from_scores, scatter_to_catalog
+from jobs.fusion import (build_candidates, candidate_target_ranks, candidates_from_scores, scatter_to_catalog,
+                         training_rows)
 from jobs.fusion.decision_level import RankFusion, equal_weight_vote, rrf_slot_scores, simplex_grid
 from jobs.fusion.feature_level import FeatureFusion
 from jobs.fusion.model_level import PREFIX_FEATURES, StackingRanker, prefix_signals
@@ -278,7 +279,7 @@ def test_stacking_passes_gaps_of_its_training_rows_to_its_base_models():
                               max_train_examples=4, seed=0)
     examples = FakeExamplesWithGaps(*vars(make_examples(6, seed=22)).values(), gaps=numbered_gaps(6))
     stacking.fit(examples)
-    rows = stacking._training_rows(6)  # 4 of the 6 examples: their gaps, row for row
+    rows = training_rows(6, 4, 0, "fusion_stacking")  # 4 of the 6 examples: their gaps, row for row
     stacking.score(examples.items[:1], examples.types[:1], examples.gaps[:1])
     assert [gaps.tolist() for gaps in recorder.received] == [examples.gaps[rows].tolist(), examples.gaps[:1].tolist()]
     assert len(rows) == 4

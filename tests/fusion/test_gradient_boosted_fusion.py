@@ -132,3 +132,34 @@ def test_learnable_keeps_only_groups_with_a_relevant_row():
     kept = learnable(rows)
     assert kept.groups.tolist() == [2, 3] and kept.features[:, 0].tolist() == [0, 1, 2, 3, 4]
     assert json.dumps(kept.grades.tolist()) == "[0, 1, 0, 0, 2]"
+
+
+class CountingNeighbourScorer(NeighbourScorer):
+    def __init__(self, name, step):
+        super().__init__(name, step)
+        self.calls = 0
+
+    def score(self, items, types, gaps=None):
+        self.calls += 1
+        return super().score(items, types, gaps)
+
+
+def test_both_model_level_fusers_fit_on_one_candidate_set():
+    from jobs.fusion import training_candidates, training_rows
+
+    counting = [CountingNeighbourScorer("forward", 1), CountingNeighbourScorer("backward", -1)]
+    examples = short_forward_long_backward(300, seed=6)
+    gbm = GradientBoostedRanker(counting, np.ones(N_ITEMS + 1), np.ones(N_ITEMS + 1), 3, max_train_examples=200)
+    stacking = StackingRanker(counting, np.ones(N_ITEMS + 1), 3, max_train_examples=200)
+    rows = training_rows(300, 200, 42, "fusion")  # both fusers' cap and seed: the same 200 rows
+    shared = training_candidates(counting, examples, rows, 3)
+    calls = [scorer.calls for scorer in counting]
+    gbm.fit(examples, candidates=shared)
+    stacking.fit(examples, candidates=shared)
+    assert [scorer.calls for scorer in counting] == calls  # no member scored the rows again
+    alone = GradientBoostedRanker(members(), np.ones(N_ITEMS + 1), np.ones(N_ITEMS + 1), 3, max_train_examples=200)
+    alone.fit(examples)  # builds its own candidates for the same rows: the same trees
+    test = short_forward_long_backward(50, seed=7)
+    np.testing.assert_array_equal(alone.score(test.items, test.types), gbm.score(test.items, test.types))
+    with pytest.raises(ValueError, match="cover 200 examples, the fit uses 300"):
+        GradientBoostedRanker(members(), np.ones(N_ITEMS + 1), np.ones(N_ITEMS + 1), 3).fit(examples, candidates=shared)
