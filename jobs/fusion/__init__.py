@@ -141,6 +141,14 @@ def training_candidates(base_scorers: Sequence[Scorer], examples, rows: np.ndarr
                             None if gaps is None else gaps[rows])
 
 
+def training_set(fuser, examples, batch_size: int, given: Candidates | None) -> tuple[np.ndarray, Candidates]:
+    """(rows, candidates) a model-level fuser fits on: training_rows with its max_train_examples
+    and seed, and their candidates (given by a caller who built them for other fusers, or built)."""
+    rows = training_rows(len(examples.targets), fuser.max_train_examples, fuser.seed, fuser.name)
+    return rows, training_candidates(fuser.base_scorers, examples, rows, fuser.candidates_per_model, batch_size,
+                                     given)
+
+
 def candidates_from_scores(score_matrices: Sequence[np.ndarray], per_model: int) -> Candidates:
     """Candidate slots, per-model list positions and z-scores from M score matrices."""
     widths = {scores.shape for scores in score_matrices}

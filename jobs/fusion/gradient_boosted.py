@@ -32,7 +32,7 @@ from jobs.common.config import default_of
 from jobs.common.lambdarank import RankingRows, booster_trees, fit_lambdarank, gain_shares, learnable
 from jobs.evaluation.metrics import Scorer
 from jobs.fusion import (Candidates, build_candidates, prefix_signals, read_fuser, scatter_to_catalog,
-                         select_scorers, training_candidates, training_rows, write_fuser)
+                         select_scorers, training_set, write_fuser)
 
 BOOSTER_FILE = "booster.txt"
 CUTOFF = 20  # the fusers are judged by recall@20 and MRR@20: early stopping on NDCG@20
@@ -92,13 +92,9 @@ class GradientBoostedRanker:
         return np.concatenate([per_member.reshape(n, slots, 3 * members), shared], axis=2).astype(np.float32)
 
     def fit(self, examples, batch_size: int = 512, candidates: Candidates | None = None) -> dict:
-        """Fit on examples (prefixes no member trained on); returns the trees, rows and gain shares.
-
-        candidates: the members' candidates for the training rows (training_rows with this
-        fuser's max_train_examples and seed), if the caller built them for other fusers too."""
-        rows = training_rows(len(examples.targets), self.max_train_examples, self.seed, self.name)
-        candidates = training_candidates(self.base_scorers, examples, rows, self.candidates_per_model, batch_size,
-                                         candidates)
+        """Fit on examples, prefixes no member trained on (candidates: see training_set);
+        returns the trees, rows and gain shares."""
+        rows, candidates = training_set(self, examples, batch_size, candidates)
         features = self.candidate_features(candidates, examples.items[rows])
         labels = (candidates.items == examples.targets[rows][:, None]) & candidates.filled
         users = getattr(examples, "user_ids", None)  # None: every prefix its own shopper

@@ -20,7 +20,7 @@ import numpy as np
 from jobs.evaluation.metrics import Scorer
 from jobs.common.config import default_of
 from jobs.fusion import (Candidates, build_candidates, prefix_signals, read_fuser, scatter_to_catalog,
-                         select_scorers, training_candidates, training_rows, write_fuser)
+                         select_scorers, training_set, write_fuser)
 
 DEFAULT_MAX_TRAIN_EXAMPLES = default_of("fusion.stacking_max_train_examples")
 PREFIX_FEATURES = ("prefix_count", "prefix_recency")
@@ -65,16 +65,12 @@ class StackingRanker:
         return dict(zip(self.feature_names, self.coefficients.tolist()))
 
     def fit(self, examples, batch_size: int = 512, candidates: Candidates | None = None) -> dict:
-        """Fit the meta-ranker on examples (the valid day); returns its coefficients and row counts.
-
-        candidates: the members' candidates for the training rows (training_rows with this
-        fuser's max_train_examples and seed), if the caller built them for other fusers too."""
+        """Fit the meta-ranker on examples (the valid day; candidates: see training_set);
+        returns its coefficients and row counts."""
         from sklearn.linear_model import LogisticRegression
         from sklearn.preprocessing import StandardScaler
 
-        rows = training_rows(len(examples.targets), self.max_train_examples, self.seed, self.name)
-        candidates = training_candidates(self.base_scorers, examples, rows, self.candidates_per_model, batch_size,
-                                         candidates)
+        rows, candidates = training_set(self, examples, batch_size, candidates)
         features, labels = self._labelled_rows(candidates, examples.items[rows], examples.targets[rows])
         # Standardise so the L2 penalty treats features alike, then fold the scaling into
         # the weights: the saved model is one linear function of the raw features.
