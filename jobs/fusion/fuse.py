@@ -23,8 +23,9 @@ import os
 
 import numpy as np
 
-from jobs.evaluation.metrics import DEFAULT_KS, PRIMARY_METRIC, evaluate_scorers, mlflow_metric_key, parse_metric
-from jobs.fusion import BASE_MODELS, FEATURE_FUSION_SOURCES, select_scorers, training_candidates, training_rows
+from jobs.evaluation.metrics import (DEFAULT_KS, PRIMARY_METRIC, SCORING_BATCH, evaluate_scorers, mlflow_metric_key,
+                                    parse_metric)
+from jobs.fusion import BASE_MODELS, FEATURE_FUSION_SOURCES, select_scorers, training_set
 from jobs.fusion.decision_level import RRF_NAME, VOTE_NAME, RankFusion, equal_weight_vote
 from jobs.fusion.feature_level import FeatureFusion
 from jobs.fusion.gradient_boosted import GradientBoostedRanker
@@ -103,9 +104,8 @@ def fit_fusers(base: dict, examples, settings: dict, metric: str = PRIMARY_METRI
     # Both model-level fusers re-rank the same members' candidates; when they pick the same
     # training rows (same cap, same seed) the members score them once for both.
     shared = None
-    if stacking.max_train_examples == gbm.max_train_examples:
-        rows = training_rows(len(examples.targets), gbm.max_train_examples, seed, "fusion")
-        shared = training_candidates(base_models, examples, rows, settings["candidates_per_model"])
+    if (stacking.max_train_examples, stacking.seed) == (gbm.max_train_examples, gbm.seed):
+        _, shared = training_set(gbm, examples, SCORING_BATCH, None)
     summaries = {
         feature.name: feature.fit(examples),
         stacking.name: stacking.fit(examples, candidates=shared),
